@@ -1,0 +1,29 @@
+"""`hardware:` what the job runs on, and the memory budget the plan must fit."""
+
+from typing import Literal
+
+from pydantic import Field
+
+from ._base import Section
+from .units import ByteSize
+
+# GPUs without native bfloat16 (pre-Ampere): bf16 there is emulated or refused.
+NO_BF16_GPUS = ("V100", "T4", "P100", "P40", "P4", "K80", "M60", "GTX1080", "RTX2080", "TITANV", "TITANRTX")
+
+
+class HardwareSpec(Section):
+    accelerator: Literal["cuda", "cpu"] = Field("cuda", description="Device kind every rank trains on.")
+    gpu: str | None = Field(
+        None, description="GPU model (e.g. A100, H100, V100); lets qcompile warn about missing bf16 support."
+    )
+    nodes: int = Field(1, ge=1, description="Number of machines.")
+    devices_per_node: int = Field(
+        1, ge=1, description="Devices (GPUs, or CPU processes when accelerator is cpu) on each machine."
+    )
+    device_memory: ByteSize = Field(description="Memory of one device, e.g. 80GiB. Units: B, KB, MB, GB, TB, KiB, MiB, GiB, TiB.")
+    host_memory: ByteSize = Field(description="Host RAM of one node, e.g. 1007GB.")
+    disk: ByteSize | None = Field(None, description="Free disk for offloaded parameters and checkpoints; null = unchecked.")
+
+    @property
+    def world_size(self) -> int:
+        return self.nodes * self.devices_per_node

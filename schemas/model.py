@@ -1,0 +1,25 @@
+"""`model:` which weights to tune and how they are loaded."""
+
+from typing import Literal
+
+from pydantic import Field
+
+from ._base import Section
+
+Dtype = Literal["float32", "bfloat16", "float16"]
+
+
+class ModelSpec(Section):
+    name: str = Field(min_length=1, description="Hub id (e.g. Qwen/Qwen1.5-72B-Chat) or a local model directory.")
+    revision: str | None = Field(None, description="Hub revision (branch, tag or commit); null for the default.")
+    dtype: Dtype = Field("bfloat16", description="Dtype of the frozen base weights once loaded.")
+    trust_remote_code: bool = Field(False, description="Allow the model's own Python code from the hub to run.")
+    config: str | None = Field(
+        None,
+        description="Path to a config.json describing the architecture; lets qcompile plan without weights.",
+    )
+    device_map: Literal["auto", "balanced", "sequential"] | None = Field(
+        None,
+        description="Let accelerate place the layers over devices at load time. Only for backends that "
+        "place layers (naive-model-parallel, accelerate-offload); ZeRO shards instead.",
+    )

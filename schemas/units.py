@@ -1,0 +1,53 @@
+"""Memory sizes written the way people write them ("80GiB", "1007GB") and kept as bytes."""
+
+import re
+from typing import Annotated
+
+from pydantic import BeforeValidator, Field, PlainSerializer
+
+UNITS = {
+    "B": 1,
+    "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
+    "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40,
+}
+_SIZE = re.compile(r"^\s*(?P<num>[0-9]+(?:\.[0-9]+)?)\s*(?P<unit>[A-Za-z]*)\s*$")
+
+
+def parse_bytes(value: object) -> int:
+    """Parse "80GiB", "1007 GB" or a plain integer of bytes; raise ValueError with what is allowed."""
+    if isinstance(value, bool):
+        raise ValueError("expected a size such as 80GiB, not a boolean")
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError("a memory size cannot be negative")
+        return value
+    if isinstance(value, float):
+        raise ValueError("write a size with a unit, such as 80GiB, or a whole number of bytes")
+    if not isinstance(value, str):
+        raise ValueError("expected a size such as 80GiB")
+    if value.strip().startswith("-"):
+        raise ValueError("a memory size cannot be negative")
+    match = _SIZE.match(value)
+    if not match:
+        raise ValueError(f"cannot read {value!r} as a size; write e.g. 80GiB or 1007GB")
+    unit = match["unit"].upper() or "B"
+    if unit not in UNITS:
+        allowed = ", ".join(["B", "KB", "MB", "GB", "TB", "KiB", "MiB", "GiB", "TiB"])
+        raise ValueError(f"unknown unit {match['unit']!r}; use one of {allowed}")
+    return int(round(float(match["num"]) * UNITS[unit]))
+
+
+def format_bytes(n: float) -> str:
+    """Binary units, as memory tools print them: 134.6 GiB."""
+    for unit, size in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if abs(n) >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{int(n)} B"
+
+
+ByteSize = Annotated[
+    int,
+    BeforeValidator(parse_bytes),
+    Field(json_schema_extra={"type": ["string", "integer"], "examples": ["80GiB", "1007GB"]}),
+    PlainSerializer(int, return_type=int),
+]
