@@ -1,0 +1,3 @@
+from qcompile.cli.main import main
+
+main()

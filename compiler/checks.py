@@ -1,0 +1,100 @@
+"""Cross-field rules that real runs only trip over hours in, checked at compile time instead."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from qcompile.schemas import Spec
+from qcompile.schemas.hardware import NO_BF16_GPUS
+
+from .diagnostics import Diagnostic, error, warning
+
+# Which backends can keep frozen base weights off the device, and which can offload optimizer states.
+PARAM_OFFLOAD = {
+    "deepspeed-zero2": (),
+    "accelerate-offload": ("cpu", "disk"),
+    "naive-model-parallel": ("cpu", "disk"),
+}
+PLACES_LAYERS = ("accelerate-offload", "naive-model-parallel")
+
+
+def _precision_rules(spec: Spec) -> list[Diagnostic]:
+    out = []
+    mp, dtype = spec.strategies.mixed_precision, spec.model.dtype
+    if (mp, dtype) in (("bf16", "float16"), ("fp16", "bfloat16")):
+        out.append(error(("strategies", "mixed_precision"),
+                         f"mixed_precision {mp} with {dtype} weights mixes fp16 and bf16", "fp16_and_bf16",
+                         f"use mixed_precision: {'fp16' if dtype == 'float16' else 'bf16'}, "
+                         f"or model.dtype: {'bfloat16' if mp == 'bf16' else 'float16'}"))
+    gpu = (spec.hardware.gpu or "").upper().replace(" ", "").replace("-", "")
+    uses_bf16 = mp == "bf16" or dtype == "bfloat16"
+    if uses_bf16 and spec.hardware.accelerator == "cuda" and any(gpu.startswith(g) for g in NO_BF16_GPUS):
+        out.append(warning(("strategies", "mixed_precision"),
+                           f"{spec.hardware.gpu} has no native bfloat16; bf16 will be slow or refused",
+                           "bf16_unsupported", "use fp16 with float16 weights on this GPU"))
+    if mp == "fp16" and spec.hardware.accelerator == "cpu":
+        out.append(warning(("strategies", "mixed_precision"), "fp16 autocast on CPU is slow and partly unsupported",
+                           "fp16_on_cpu", "use bf16 or \"no\" on CPU"))
+    return out
+
+
+def _backend_rules(spec: Spec, kind: str) -> list[Diagnostic]:
+    out = []
+    offload = spec.strategies.offload
+    if kind in PARAM_OFFLOAD and offload.params != "none" and offload.params not in PARAM_OFFLOAD[kind]:
+        able = [k for k, places in PARAM_OFFLOAD.items() if offload.params in places]
+        out.append(error(("strategies", "offload", "params"),
+                         f"{kind} cannot offload parameters to {offload.params}", "offload_unsupported",
+                         f"use backend {' or '.join(able)}, or offload.params: none"))
+    if offload.optimizer != "none" and kind in PLACES_LAYERS:
+        out.append(error(("strategies", "offload", "optimizer"),
+                         f"optimizer offload is a DeepSpeed feature; {kind} keeps LoRA optimizer states with "
+                         "their parameters", "offload_unsupported",
+                         "use backend deepspeed-zero2, or offload.optimizer: none"))
+    if spec.model.device_map is not None and kind not in PLACES_LAYERS:
+        out.append(error(("model", "device_map"), f"{kind} shards the model itself; device_map places whole "
+                         "layers on devices and cannot be combined with ZeRO", "zero_with_device_map",
+                         "remove model.device_map, or use naive-model-parallel / accelerate-offload"))
+    if kind == "naive-model-parallel" and spec.hardware.nodes > 1:
+        out.append(error(("hardware", "nodes"), "naive-model-parallel runs one process per model replica on one "
+                         "node; several nodes would need several replicas", "naive_mp_processes",
+                         "set hardware.nodes: 1, or use deepspeed-zero2 for data parallelism"))
+    return out
+
+
+def _batch_rule(spec: Spec, data_parallel: int) -> list[Diagnostic]:
+    t = spec.training
+    computed = t.micro_batch_size * t.gradient_accumulation_steps * data_parallel
+    if t.global_batch_size is not None and t.global_batch_size != computed:
+        return [error(("training", "global_batch_size"),
+                      f"{t.global_batch_size} != micro_batch_size {t.micro_batch_size} x "
+                      f"gradient_accumulation_steps {t.gradient_accumulation_steps} x {data_parallel} "
+                      f"data-parallel ranks = {computed}", "batch_arithmetic",
+                      f"set global_batch_size: {computed}, or remove it (qcompile computes it)")]
+    return []
+
+
+def _data_rule(spec: Spec, spec_dir: Path) -> list[Diagnostic]:
+    path = Path(spec.data.path)
+    path = path if path.is_absolute() else spec_dir / path
+    if not path.exists():
+        return [warning(("data", "path"), f"{path} does not exist (yet)", "data_missing",
+                        "qcompile run needs it; validate and emit do not")]
+    return []
+
+
+def cross_field_diagnostics(spec: Spec, spec_dir: Path, memory_check: bool = True) -> list[Diagnostic]:
+    """Rules across sections, the backend's own checks, and (from the planner) architecture and budget."""
+    from qcompile.backends.registry import get_backend
+    from qcompile.compiler import planner
+
+    out = _precision_rules(spec) + _data_rule(spec, spec_dir)
+    out += planner.architecture_diagnostics(spec, spec_dir)
+    kind = spec.backend.kind
+    if kind != "auto":
+        backend = get_backend(kind)
+        out += _backend_rules(spec, kind) + backend.check(spec)
+        out += _batch_rule(spec, backend.data_parallel_size(spec))
+    if memory_check and not any(d.is_error for d in out):
+        out += planner.budget_diagnostics(spec, spec_dir)
+    return out
