@@ -57,8 +57,14 @@ def _data_path(loc: tuple, data: object) -> KeyPath:
     return tuple(path)
 
 
+ALIASES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16", "bfloat16": "bf16", "float16": "fp16"}
+
+
 def _suggest(word: str, choices: typing.Iterable[str]) -> str | None:
-    close = difflib.get_close_matches(str(word), list(choices), n=1, cutoff=0.6)
+    choices = list(choices)
+    if ALIASES.get(str(word)) in choices:
+        return f"did you mean '{ALIASES[str(word)]}'?"
+    close = difflib.get_close_matches(str(word), choices, n=1, cutoff=0.6)
     return f"did you mean '{close[0]}'?" if close else None
 
 
@@ -72,7 +78,8 @@ def _message(err: dict) -> str:
     for prefix in ("Value error, ", "Assertion failed, "):
         if msg.startswith(prefix):
             msg = msg[len(prefix):]
-    return msg.replace("Input should be", "must be").replace("Input should have", "must have")
+    msg = msg.replace("Input should be", "must be").replace("Input should have", "must have")
+    return msg.replace("List should have", "must have").replace(" after validation", "")
 
 
 def to_diagnostics(exc: ValidationError, data: object, positions: Positions,
@@ -86,7 +93,10 @@ def to_diagnostics(exc: ValidationError, data: object, positions: Positions,
             parent, key = path[:-1], path[-1]
             line, col = positions.of_value(parent)
             where = "the spec" if not parent else f"'{parent[-1]}'"
-            out.append(error(path, f"missing required key '{key}' in {where}", kind).at(None, line, col))
+            model = _model_at(root, data, parent)
+            field = model.model_fields.get(key) if model else None
+            hint = f"{key}: {field.description}" if field and field.description else None
+            out.append(error(path, f"missing required key '{key}' in {where}", kind, hint).at(None, line, col))
             continue
         if kind == "extra_forbidden":
             model = _model_at(root, data, path[:-1])
@@ -105,6 +115,7 @@ def to_diagnostics(exc: ValidationError, data: object, positions: Positions,
             hint = _suggest(err["ctx"]["tag"], tags)
         elif kind == "union_tag_not_found":
             message = "a backend mapping needs a 'kind'"
+            hint = "add kind: deepspeed-zero2 (or accelerate-offload, naive-model-parallel, auto)"
         line, col = positions.of_value(path)
         out.append(error(path, message, kind, hint).at(None, line, col))
     return out

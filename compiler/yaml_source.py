@@ -15,6 +15,7 @@ MAX_DEPTH = 32  # a spec is 3 levels deep; anything far deeper is junk or an att
 MAX_EVENTS = 100_000
 MAX_EXPANDED_NODES = 20_000  # aliases included, counted each time they are used
 CONTEXT_LINES = 2
+PLAIN_TAGS = ("tag:yaml.org,2002:map", "tag:yaml.org,2002:seq")
 
 
 class YamlError(Exception):
@@ -104,6 +105,9 @@ class _Walker:
             raise _fail(self.text, line, col, "aliases expand to too many nodes", "yaml_alias_bomb",
                         "a spec needs no repeated anchors; write the values out")
         self.positions.values.setdefault(path, _pos(node.start_mark))
+        if isinstance(node, (yaml.MappingNode, yaml.SequenceNode)) and node.tag not in PLAIN_TAGS:
+            line, col = _pos(node.start_mark)
+            raise _fail(self.text, line, col, f"YAML tag {node.tag} is not allowed in a spec", "yaml_value")
         if isinstance(node, yaml.MappingNode):
             return self._mapping(node, path)
         if isinstance(node, yaml.SequenceNode):
