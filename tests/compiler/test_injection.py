@@ -1,0 +1,77 @@
+"""Spec strings stay inert data: hostile names never become code in any artifact."""
+
+import ast
+import json
+import shlex
+import subprocess
+
+import jinja2
+import pytest
+
+from qcompile.compiler.emit import compile_spec, emit
+from qcompile.compiler.load import load_spec
+from qcompile.compiler.render import render
+from tests.conftest import TESTS
+
+HOSTILE = ['"""', "__import__('os')", "{{ 7*7 }}", "touch PWNED", "{% raw %}", "''.__class__"]
+
+
+def test_hostile_strings_reach_only_data_files(tmp_path):
+    loaded = load_spec(TESTS / "specs" / "injection.yaml", memory_check=False)
+    build = compile_spec(loaded)
+    train_py = build.files["train.py"].decode()
+    ast.parse(train_py)
+    for needle in HOSTILE:
+        assert needle not in train_py
+    values = set(_strings(json.loads(build.files["train_config.json"])))
+    assert loaded.spec.model.name in values  # kept verbatim, as data
+    assert loaded.spec.model.revision in values
+
+
+def _strings(node):
+    if isinstance(node, dict):
+        for value in node.values():
+            yield from _strings(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _strings(value)
+    elif isinstance(node, str):
+        yield node
+
+
+def test_launch_script_quotes_every_argument(tmp_path):
+    result = emit(TESTS / "specs" / "injection.yaml", tmp_path / "out", memory_check=False)
+    script = (tmp_path / "out" / "launch.sh").read_text()
+    exec_line = next(line for line in script.splitlines() if line.startswith("exec "))
+    assert shlex.split(exec_line)[1:-1] == result.build.argv
+    subprocess.run(["bash", "-n", str(tmp_path / "out" / "launch.sh")], check=True)
+    assert not (tmp_path / "PWNED").exists()
+
+
+@pytest.mark.parametrize("expression", [
+    "{{ ''.__class__.__mro__[1].__subclasses__() }}",
+    "{{ cycler.__init__.__globals__.os.popen('id').read() }}",
+    "{{ self.__init__.__globals__ }}",
+])
+def test_sandbox_refuses_escapes(tmp_path, monkeypatch, expression):
+    from qcompile.compiler import render as render_module
+
+    folder = tmp_path / "templates"
+    folder.mkdir()
+    (folder / "evil.j2").write_text(expression)
+    env = render_module.environment()
+    monkeypatch.setattr(env, "loader", jinja2.FileSystemLoader(str(folder)))
+    with pytest.raises((jinja2.exceptions.SecurityError, jinja2.exceptions.UndefinedError)):
+        render("evil.j2", {})
+
+
+def test_capable_objects_cannot_enter_a_template():
+    from pathlib import Path
+
+    with pytest.raises(TypeError):
+        render("launch.sh.j2", {"command": Path("/bin/sh")})
+
+
+def test_undefined_variables_fail_loudly():
+    with pytest.raises(jinja2.exceptions.UndefinedError):
+        render("launch.sh.j2", {})
