@@ -5,6 +5,7 @@ import json
 import click
 
 from qcompile.schemas import Spec
+from qcompile.schemas.reference import markdown_reference
 
 
 def spec_json_schema() -> dict:
@@ -15,6 +16,10 @@ def spec_json_schema() -> dict:
 
 
 @click.command()
-def schema() -> None:
-    """Print the JSON Schema of the spec."""
-    click.echo(json.dumps(spec_json_schema(), indent=2, sort_keys=True))
+@click.option("--format", "fmt", type=click.Choice(["json", "markdown"]), default="json", show_default=True)
+def schema(fmt: str) -> None:
+    """Print the JSON Schema of the spec (or its Markdown reference)."""
+    if fmt == "markdown":
+        click.echo(markdown_reference(), nl=False)
+    else:
+        click.echo(json.dumps(spec_json_schema(), indent=2, sort_keys=True))
