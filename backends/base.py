@@ -1,13 +1,17 @@
 """The contract every backend keeps. Backends are small pure objects: they check a spec, build the
-artifact dicts and the launch argv, and plan memory. They never render, write files or import torch."""
+artifact dicts and the launch argv. They never render, write files or import torch."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from qcompile.compiler.diagnostics import Diagnostic
     from qcompile.schemas import Spec
+
+# Every generated job is started the same way from its build directory.
+TRAIN_ARGV = ["train.py", "--config", "train_config.json"]
 
 
 class Backend(Protocol):
@@ -29,8 +33,25 @@ class Backend(Protocol):
     def accelerate_config(self, spec: Spec) -> dict:
         """The accelerate config file as a dict."""
 
-    def train_config(self, spec: Spec) -> dict:
-        """The backend's part of train_config.json, which the generated train.py reads."""
+    def train_config(self, spec: Spec, spec_dir: Path) -> dict:
+        """The backend's part of train_config.json (its `backend` section), which train.py reads."""
 
     def launch_argv(self, spec: Spec) -> list[str]:
         """The launcher command, run from the build directory."""
+
+    def launch_env(self, spec: Spec) -> dict[str, str]:
+        """Environment the launcher needs beyond the caller's (e.g. DS_ACCELERATOR=cpu)."""
+
+
+def cpu_env(spec: Spec) -> dict[str, str]:
+    """What every CPU job needs: one thread per rank when ranks share the cores."""
+    if spec.hardware.accelerator != "cpu":
+        return {}
+    env = {"ACCELERATE_USE_CPU": "true"}
+    if spec.hardware.devices_per_node > 1:
+        env["OMP_NUM_THREADS"] = "1"
+    return env
+
+
+def world_size(spec: Spec, processes_per_node: int) -> int:
+    return spec.hardware.nodes * processes_per_node

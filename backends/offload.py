@@ -1,0 +1,81 @@
+"""accelerate-offload: one process; accelerate places the frozen base weights over the devices'
+`max_memory`, then CPU, then the offload folder on disk. Only the LoRA weights train, and train.py
+keeps them (and their gradients) real on the execution device."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from qcompile.compiler.diagnostics import Diagnostic, error
+
+from .base import TRAIN_ARGV, cpu_env
+
+
+def resolve_output_dir(spec, spec_dir: Path) -> Path:
+    out = Path(spec.training.output_dir).expanduser()
+    return (out if out.is_absolute() else Path(spec_dir) / out).resolve()
+
+
+def execution_device(spec) -> str | int:
+    return "cpu" if spec.hardware.accelerator == "cpu" else 0
+
+
+def placement_budgets(spec) -> dict[str, int]:
+    """max_memory for accelerate: each device, then host RAM when parameters may go to CPU.
+    Keys are strings for JSON; train.py turns GPU indices back into ints."""
+    hw, params = spec.hardware, spec.strategies.offload.params
+    if hw.accelerator == "cpu":
+        return {"cpu": hw.device_memory}
+    budgets = {str(i): hw.device_memory for i in range(hw.devices_per_node)}
+    if params in ("cpu", "disk"):
+        budgets["cpu"] = hw.host_memory
+    return budgets
+
+
+class Offload:
+    kind = "accelerate-offload"
+    uses_deepspeed = False
+
+    def check(self, spec) -> list[Diagnostic]:
+        out = []
+        if spec.hardware.nodes > 1:
+            out.append(error(("hardware", "nodes"), "accelerate-offload trains one process on one node",
+                             "offload_single_node", "set hardware.nodes: 1, or use deepspeed-zero2"))
+        return out
+
+    def processes(self, spec) -> int:
+        return 1  # one process places the model over all of the node's devices
+
+    def data_parallel_size(self, spec) -> int:
+        return 1
+
+    def ds_config(self, spec) -> None:
+        return None
+
+    def accelerate_config(self, spec) -> dict:
+        return {
+            "compute_environment": "LOCAL_MACHINE",
+            "distributed_type": "NO",
+            "num_machines": 1,
+            "num_processes": 1,
+            "machine_rank": 0,
+            "main_training_function": "main",
+            "mixed_precision": spec.strategies.mixed_precision,
+            "use_cpu": spec.hardware.accelerator == "cpu",
+            "gpu_ids": "all",
+            "downcast_bf16": "no",
+        }
+
+    def train_config(self, spec, spec_dir: Path) -> dict:
+        return {
+            "device_map": None,  # accelerate infers it from max_memory at load time
+            "execution_device": execution_device(spec),
+            "max_memory": placement_budgets(spec),
+            "offload_folder": str(resolve_output_dir(spec, spec_dir) / spec.backend.offload_folder),
+        }
+
+    def launch_argv(self, spec) -> list[str]:
+        return ["accelerate", "launch", "--config_file", "accelerate_config.yaml", *TRAIN_ARGV]
+
+    def launch_env(self, spec) -> dict[str, str]:
+        return cpu_env(spec)

@@ -1,0 +1,71 @@
+"""train_config.json: every value the generated train.py reads, with paths made absolute
+(relative spec paths resolve against the spec's folder), so the build runs from anywhere."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .offload import resolve_output_dir
+from .zero2 import MAX_GRAD_NORM
+
+
+def resolve_model(name: str, spec_dir: Path) -> str:
+    """A local directory (relative to the spec, or absolute) becomes an absolute path; a hub id stays."""
+    path = Path(name).expanduser()
+    candidate = path if path.is_absolute() else Path(spec_dir) / path
+    if candidate.exists() or name.startswith((".", "/", "~")):
+        return str(candidate.resolve())
+    return name
+
+
+def resolve_file(name: str, spec_dir: Path) -> str:
+    path = Path(name).expanduser()
+    return str((path if path.is_absolute() else Path(spec_dir) / path).resolve())
+
+
+def build_train_config(spec, spec_dir: Path, backend) -> dict:
+    model, lora, strategies, training = spec.model, spec.lora, spec.strategies, spec.training
+    model_path = resolve_model(model.name, spec_dir)
+    return {
+        "accelerator": spec.hardware.accelerator,
+        "world_size": spec.hardware.nodes * backend.processes(spec),
+        "backend": {"kind": backend.kind, **backend.train_config(spec, spec_dir)},
+        "model": {
+            "path": model_path,
+            "tokenizer": model_path,
+            "revision": model.revision,
+            "dtype": model.dtype,
+            "trust_remote_code": model.trust_remote_code,
+            "attention": strategies.attention,
+            "low_cpu_mem_usage": strategies.low_cpu_mem_usage,
+        },
+        "lora": {
+            "r": lora.r,
+            "alpha": lora.alpha,
+            "dropout": lora.dropout,
+            "target_modules": list(lora.target_modules),
+            "layers": list(lora.layers) if lora.layers is not None else None,
+        },
+        "strategies": {
+            "gradient_checkpointing": strategies.gradient_checkpointing,
+            "mixed_precision": strategies.mixed_precision,
+            "max_seq_length": strategies.max_seq_length,
+            "offload": {"optimizer": strategies.offload.optimizer, "params": strategies.offload.params},
+        },
+        "data": {"path": resolve_file(spec.data.path, spec_dir), "format": spec.data.format},
+        "training": {
+            "micro_batch_size": training.micro_batch_size,
+            "gradient_accumulation_steps": training.gradient_accumulation_steps,
+            "epochs": training.epochs,
+            "max_steps": training.max_steps,
+            "learning_rate": training.learning_rate,
+            "weight_decay": training.weight_decay,
+            "warmup_steps": training.warmup_steps,
+            "lr_scheduler": training.lr_scheduler,
+            "max_grad_norm": MAX_GRAD_NORM,
+            "seed": training.seed,
+            "output_dir": str(resolve_output_dir(spec, spec_dir)),
+            "save_steps": training.save_steps,
+            "logging_steps": training.logging_steps,
+        },
+    }
