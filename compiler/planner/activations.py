@@ -1,0 +1,143 @@
+"""Bytes a LoRA training step keeps alive for backward, walked module by module through one decoder layer.
+
+The walk follows autograd's rule: an op saves tensors only when one of its inputs requires grad, so
+frozen layers before the first adapter save nothing, and frozen Linears save only their (frozen) weight.
+What each op saves was read off CPU traces (see trace.py) and is checked against them in the tests:
+
+- RMSNorm: an fp32 copy of its input (for pow) and the fp32 rsqrt per token.
+- LoRA module: its input cast to the adapter dtype (fp32 adapters on a bf16 base make a private copy
+  per module; same-dtype adapters save the shared input once), with dropout a bool mask and the
+  dropped copy instead; and lora_A's output for lora_B.
+- sdpa: q, k, v after rotary, the output and an fp32 logsumexp per head and token. eager adds the
+  b x heads x s x s scores (fp32 softmax output plus its low-precision copy saved by the value matmul)
+  and k/v repeated to every head.
+- gated MLP: silu's input and output and up's output, in the compute dtype.
+- Loss: log-softmax keeps fp32 logits; its backward peaks at 12 bytes x tokens x vocab.
+- Non-reentrant checkpointing keeps each layer's input and recomputes one layer during backward.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .architecture import Architecture
+
+ATTENTION_MODULES = ("q_proj", "k_proj", "v_proj")
+MLP_IN_MODULES = ("gate_proj", "up_proj")
+
+
+@dataclass(frozen=True)
+class StepShape:
+    """What a training step's memory depends on besides the architecture."""
+
+    batch: int
+    seq: int
+    dtype_bytes: int  # weights and activations (the load dtype)
+    adapter_bytes: int  # 4 for peft's fp32 adapters, or dtype_bytes when the engine casts them
+    r: int
+    targets: frozenset[str]
+    lora_layers: frozenset[int]
+    checkpointing: bool
+    attention: str = "sdpa"
+    dropout: float = 0.0
+    dropout_mask_bytes: int | None = 1  # CUDA keeps a bool mask; CPU one in the input dtype (None)
+
+    @property
+    def tokens(self) -> int:
+        return self.batch * self.seq
+
+
+def _lora_saved(shape: StepShape, fan_in: int, shared_input_saved: bool, grad_in: bool) -> tuple[int, bool]:
+    """Bytes one LoRA module saves; and whether it saved its (shared, compute-dtype) input itself."""
+    t, a = shape.tokens, shape.adapter_bytes
+    small = a * t * shape.r  # lora_A output, saved by lora_B
+    if shape.dropout > 0:  # the dropped copy, and the mask only when the input itself needs grad
+        mask = (a if shape.dropout_mask_bytes is None else shape.dropout_mask_bytes) if grad_in else 0
+        return t * fan_in * (a + mask) + small, shared_input_saved
+    if a != shape.dtype_bytes:
+        return a * t * fan_in + small, shared_input_saved
+    # Same dtype: lora_A saves the module input itself, one tensor shared by its sibling projections.
+    return (0 if shared_input_saved else a * t * fan_in) + small, True
+
+
+def layer_saved_bytes(arch: Architecture, shape: StepShape, index: int, grad_in: bool) -> tuple[int, bool]:
+    """Bytes decoder layer `index` saves for backward without checkpointing; and whether its output
+    requires grad (given whether its input does)."""
+    t, e = shape.tokens, shape.dtype_bytes
+    h, i, q, kv = arch.hidden_size, arch.intermediate_size, arch.q_dim, arch.kv_dim
+    lora = shape.targets if index in shape.lora_layers else frozenset()
+    norm = 4 * t * h + 4 * t
+    saved = norm if grad_in else 0
+
+    shared = False
+    grad_qkv = grad_in
+    for name in ATTENTION_MODULES:
+        if name in lora:
+            extra, shared = _lora_saved(shape, h, shared, grad_in)
+            saved += extra
+            grad_qkv = True
+    if grad_qkv:
+        saved += e * t * (2 * q + 2 * kv) + 4 * t * arch.num_heads  # q, k, v, output, logsumexp
+        if shape.attention == "eager":
+            scores = shape.batch * arch.num_heads * shape.seq * shape.seq
+            saved += (4 + e) * scores
+            if kv != q:  # repeat_kv copies k and v to every head
+                saved += e * t * 2 * (q - kv)
+    if "o_proj" in lora:
+        saved += _lora_saved(shape, q, False, grad_qkv)[0]
+    grad_mid = grad_qkv or "o_proj" in lora
+    if grad_mid:
+        saved += norm
+
+    shared = False
+    grad_gate = grad_up = grad_mid
+    for name in MLP_IN_MODULES:
+        if name in lora:
+            extra, shared = _lora_saved(shape, h, shared, grad_mid)
+            saved += extra
+            grad_gate = grad_gate or name == "gate_proj"
+            grad_up = grad_up or name == "up_proj"
+    if grad_gate:
+        saved += e * t * i  # silu's input
+    if grad_gate or grad_up:
+        saved += e * t * i * ((1 if grad_up else 0) + (1 if grad_gate else 0))  # mul saves the other side
+    if "down_proj" in lora:
+        saved += _lora_saved(shape, i, False, grad_gate or grad_up)[0]
+    return saved, grad_mid or grad_gate or grad_up or "down_proj" in lora
+
+
+@dataclass(frozen=True)
+class Activations:
+    """Peak activation bytes of one device's share of the model, split for the plan's table."""
+
+    activations: int  # saved layer tensors (or checkpointed inputs plus one recompute)
+    logits: int  # the loss's fp32 logits and their gradient (zero on devices without the head)
+
+
+def step_activations(
+    arch: Architecture, shape: StepShape, layers: range, has_embedding: bool, has_head: bool
+) -> Activations:
+    """Activation and logits bytes at this device's peak, for the decoder layers in `layers`."""
+    t, e = shape.tokens, shape.dtype_bytes
+    # The embedding's output needs no grad; a later device's input does once an adapter came before it.
+    grad = not has_embedding and bool(shape.lora_layers) and min(shape.lora_layers) < layers.start
+    per_layer = []
+    for index in layers:
+        saved, grad = layer_saved_bytes(arch, shape, index, grad)
+        per_layer.append(saved)
+    rope = 2 * t * arch.head_dim * e + 24 * t  # cos/sin shared by every layer; token ids and labels
+    if shape.checkpointing:
+        kept = len(per_layer) * e * t * arch.hidden_size
+        recompute = max(per_layer, default=0) + e * t * (3 * arch.intermediate_size + 2 * arch.hidden_size)
+    else:
+        kept = sum(per_layer)
+        recompute = 0
+    head = (4 * t * arch.hidden_size + 4 * t) if (has_head and grad) else 0
+    logits = 12 * t * arch.vocab_size if has_head else 0
+    # Peak is either the loss's backward (everything kept plus the logits) or, with checkpointing,
+    # the recompute of the last layer after the logits are freed.
+    at_loss = kept + head + rope + logits
+    at_recompute = kept + rope + recompute
+    if at_loss >= at_recompute:
+        return Activations(activations=kept + head + rope, logits=logits)
+    return Activations(activations=at_recompute, logits=0)

@@ -1,0 +1,185 @@
+"""Ground truth for the analytic planner: trace one real LoRA training step and report its peak.
+
+One step (forward, backward, AdamW step, zero_grad) of a peft-wrapped Qwen2-shaped model runs under a
+TorchDispatchMode that counts every live tensor storage; the peak of allocated tensor bytes is what
+`torch.cuda.max_memory_allocated` would report on a GPU, without the allocator's rounding.
+
+Small shapes run on real CPU tensors; large ones (`fake=True`) under FakeTensorMode, where no byte is
+allocated, so an 80-layer 72B step traces on a laptop. torch, transformers and peft are imported inside
+functions only: the planner package itself must stay importable without them.
+
+Why not MemTracker: it registers hooks on every parameter (failing on frozen ones) and keeps per-module
+peaks at O(ops x modules); the global peak is all we need, and a storage counter is twenty lines.
+"""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class TraceCase:
+    """The shape of one traced step; mirrors the spec fields the analytic model reads."""
+
+    num_layers: int = 2
+    hidden_size: int = 64
+    intermediate_size: int = 176
+    num_heads: int = 4
+    num_kv_heads: int = 2
+    vocab_size: int = 1000
+    tie_word_embeddings: bool = False
+    seq_len: int = 64
+    batch: int = 1
+    r: int = 8
+    target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
+    layers: tuple[int, ...] | None = None
+    dropout: float = 0.0
+    checkpointing: bool = False
+    attention: str = "sdpa"
+    dtype: str = "bfloat16"
+    adapter_dtype: str = "float32"  # peft's default on a bf16 base; "same" = the base dtype (DeepSpeed bf16)
+
+    def config_dict(self) -> dict:
+        """A config.json for this shape, as resolve_architecture and transformers both read it."""
+        return {
+            "model_type": "qwen2",
+            "architectures": ["Qwen2ForCausalLM"],
+            "hidden_size": self.hidden_size,
+            "intermediate_size": self.intermediate_size,
+            "num_hidden_layers": self.num_layers,
+            "num_attention_heads": self.num_heads,
+            "num_key_value_heads": self.num_kv_heads,
+            "vocab_size": self.vocab_size,
+            "tie_word_embeddings": self.tie_word_embeddings,
+            "max_position_embeddings": max(self.seq_len, 128),
+            "rms_norm_eps": 1e-6,
+        }
+
+
+class _LiveBytes:
+    """Counts bytes of live tensor storages seen by the dispatcher; keeps the global peak."""
+
+    def __init__(self) -> None:
+        self.current = 0
+        self.peak = 0
+        self._seen: dict[int, int] = {}
+
+    def add(self, tensor) -> None:
+        import torch
+
+        if not isinstance(tensor, torch.Tensor):
+            return
+        storage = tensor.untyped_storage()
+        key = id(storage)
+        if key in self._seen:
+            return
+        nbytes = storage.nbytes()
+        self._seen[key] = nbytes
+        self.current += nbytes
+        self.peak = max(self.peak, self.current)
+        weakref.finalize(storage, self._free, key)
+
+    def _free(self, key: int) -> None:
+        self.current -= self._seen.pop(key, 0)
+
+
+def _counting_mode(counter: _LiveBytes):
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils._pytree import tree_flatten
+
+    class CountingMode(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            for leaf in tree_flatten(out)[0]:
+                counter.add(leaf)
+            return out
+
+    return CountingMode()
+
+
+def _build(case: TraceCase, fake_mode=None):
+    """The peft model, real on CPU; or, given a FakeTensorMode, built on meta and swapped to fake tensors
+    (modules made under FakeTensorMode cannot be moved or cast, which peft and transformers both do)."""
+    import contextlib
+
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    config = Qwen2Config(**case.config_dict())
+    config._attn_implementation = case.attention
+    dtype = getattr(torch, case.dtype)
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        with torch.device("meta") if fake_mode else contextlib.nullcontext():
+            model = Qwen2ForCausalLM(config)
+    finally:
+        torch.set_default_dtype(default)
+    lora = LoraConfig(
+        r=case.r,
+        lora_alpha=2 * case.r,
+        lora_dropout=case.dropout,
+        target_modules=list(case.target_modules),
+        layers_to_transform=list(case.layers) if case.layers is not None else None,
+        task_type="CAUSAL_LM",
+    )
+    model = get_peft_model(model, lora, low_cpu_mem_usage=fake_mode is not None)
+    adapter_dtype = dtype if case.adapter_dtype == "same" else getattr(torch, case.adapter_dtype)
+    for module in model.modules():
+        for name, param in list(module._parameters.items()):
+            if param is None:
+                continue
+            want = adapter_dtype if param.requires_grad else dtype
+            if fake_mode is not None:
+                with fake_mode:
+                    data = torch.empty(param.shape, dtype=want, device="cpu")
+                module._parameters[name] = torch.nn.Parameter(data, requires_grad=param.requires_grad)
+            elif param.dtype != want:
+                param.data = param.data.to(want)
+        if fake_mode is not None:
+            for name, buf in list(module._buffers.items()):
+                if buf is not None:
+                    with fake_mode:
+                        module._buffers[name] = torch.empty(buf.shape, dtype=buf.dtype, device="cpu")
+    if case.checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.train()
+    return model
+
+
+def trace_step_peak(case: TraceCase, fake: bool = False) -> int:
+    """Peak allocated tensor bytes during one LoRA training step of `case` (after a warm-up step)."""
+    import contextlib
+
+    import torch
+
+    torch.manual_seed(0)
+    fake_mode = None
+    if fake:
+        from torch._subclasses.fake_tensor import FakeTensorMode
+
+        fake_mode = FakeTensorMode(allow_non_fake_inputs=True)
+    model = _build(case, fake_mode)
+    with fake_mode or contextlib.nullcontext():
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(trainable, lr=1e-4, foreach=False)
+        ids = torch.randint(0, case.vocab_size, (case.batch, case.seq_len))
+
+        def step() -> None:
+            loss = model(input_ids=ids, labels=ids).loss
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+
+        step()  # optimizer states exist from here on, as in every step after the first
+        counter = _LiveBytes()
+        for tensor in [*model.parameters(), *model.buffers(), ids]:
+            counter.add(tensor)
+        for state in optimizer.state.values():
+            for value in state.values():
+                counter.add(value)
+        with _counting_mode(counter):
+            step()
+        return counter.peak
