@@ -22,6 +22,7 @@ from dataclasses import dataclass
 class TraceCase:
     """The shape of one traced step; mirrors the spec fields the analytic model reads."""
 
+    model_type: str = "qwen2"
     num_layers: int = 2
     hidden_size: int = 64
     intermediate_size: int = 176
@@ -43,8 +44,7 @@ class TraceCase:
     def config_dict(self) -> dict:
         """A config.json for this shape, as resolve_architecture and transformers both read it."""
         return {
-            "model_type": "qwen2",
-            "architectures": ["Qwen2ForCausalLM"],
+            "model_type": self.model_type,
             "hidden_size": self.hidden_size,
             "intermediate_size": self.intermediate_size,
             "num_hidden_layers": self.num_layers,
@@ -105,16 +105,16 @@ def _build(case: TraceCase, fake_mode=None):
 
     import torch
     from peft import LoraConfig, get_peft_model
-    from transformers import Qwen2Config, Qwen2ForCausalLM
+    from transformers import AutoConfig, AutoModelForCausalLM
 
-    config = Qwen2Config(**case.config_dict())
+    config = AutoConfig.for_model(**case.config_dict())
     config._attn_implementation = case.attention
     dtype = getattr(torch, case.dtype)
     default = torch.get_default_dtype()
     torch.set_default_dtype(dtype)
     try:
         with torch.device("meta") if fake_mode else contextlib.nullcontext():
-            model = Qwen2ForCausalLM(config)
+            model = AutoModelForCausalLM.from_config(config)
     finally:
         torch.set_default_dtype(default)
     lora = LoraConfig(
@@ -144,7 +144,12 @@ def _build(case: TraceCase, fake_mode=None):
                     with fake_mode:
                         module._buffers[name] = torch.empty(buf.shape, dtype=buf.dtype, device="cpu")
     if case.checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        enable = getattr(model, "activation_checkpointing_enable", None)
+        if enable is not None:
+            enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.config.use_cache = False
     model.train()
     return model
 
@@ -183,3 +188,45 @@ def trace_step_peak(case: TraceCase, fake: bool = False) -> int:
         with _counting_mode(counter):
             step()
         return counter.peak
+
+
+def case_for_spec(spec, arch) -> TraceCase:
+    """The TraceCase of a spec's own model shape (one device, the whole model, one micro-batch)."""
+    return TraceCase(
+        model_type=arch.model_type,
+        num_layers=arch.num_layers,
+        hidden_size=arch.hidden_size,
+        intermediate_size=arch.intermediate_size,
+        num_heads=arch.num_heads,
+        num_kv_heads=arch.num_kv_heads,
+        vocab_size=arch.vocab_size,
+        tie_word_embeddings=arch.tie_word_embeddings,
+        seq_len=spec.strategies.max_seq_length,
+        batch=spec.training.micro_batch_size,
+        r=spec.lora.r,
+        target_modules=tuple(spec.lora.target_modules),
+        layers=tuple(spec.lora.layers) if spec.lora.layers is not None else None,
+        dropout=spec.lora.dropout,
+        checkpointing=spec.strategies.gradient_checkpointing,
+        attention=spec.strategies.attention,
+        dtype=spec.model.dtype,
+    )
+
+
+def single_device_spec(spec):
+    """The spec as the tracer runs it: one CPU device, no accumulation, peft's fp32 adapters."""
+    hardware = spec.hardware.model_copy(update={"accelerator": "cpu", "nodes": 1, "devices_per_node": 1})
+    training = spec.training.model_copy(update={"gradient_accumulation_steps": 1})
+    return spec.model_copy(update={"hardware": hardware, "training": training})
+
+
+def analytic_peak(spec, arch) -> int:
+    """The planner's tensor peak for what trace_spec_peak runs."""
+    from .plan import plan
+
+    return plan(single_device_spec(spec), arch, "naive-model-parallel").devices[0].tensor_bytes
+
+
+def trace_spec_peak(spec, arch) -> tuple[int, int]:
+    """(traced, analytic) peak tensor bytes of one step of the spec's model shape, under FakeTensorMode."""
+    return trace_step_peak(case_for_spec(spec, arch), fake=True), analytic_peak(spec, arch)

@@ -1,0 +1,289 @@
+"""Where each backend keeps the bytes: one function per backend kind in PLACEMENTS.
+
+Each returns per-device breakdowns (bytes by category) and the node's host RAM at load and in training.
+Adding a backend is one function and one table row. Assumptions, stated once:
+
+- DeepSpeed (ZeRO-2/3) casts the whole module, adapters included, to the bf16/fp16 compute dtype and
+  keeps an fp32 master copy, Adam moments and fp32 gradients of the LoRA weights partitioned over the
+  data-parallel ranks. The HF/accelerate paths keep peft's fp32 adapters with torch AdamW (16 bytes per
+  LoRA parameter with gradients, which persist across micro-batches only when accumulating).
+- Layer-splitting backends place the decoder layers in contiguous blocks, the embedding with the first
+  device and the final norm, lm_head and the loss with the last; offloaded layers run on the first.
+- A bf16 checkpoint loaded as bf16 with low_cpu_mem_usage is memory-mapped: the ranks of a node share
+  one copy in the page cache. Any dtype conversion (or a load without low_cpu_mem_usage) gives each
+  rank a private copy, about 1.5x its size at peak.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .activations import StepShape, step_activations
+from .architecture import DTYPE_BYTES, Architecture
+
+GiB = 2**30
+CUDA_CONTEXT = GiB // 2  # CUDA context, cuBLAS workspace and NCCL buffers per GPU process
+FRAGMENTATION = 0.05  # caching-allocator slack over the tensor peak
+HOST_PER_PROCESS = {"cuda": 3 * GiB, "cpu": 1 * GiB}  # python, torch, CUDA runtime, DeepSpeed
+PRIVATE_LOAD_FACTOR = 1.5  # a converting load holds the read tensor and its converted copy at once
+TENSOR_KEYS = ("weights", "lora_states", "activations", "logits")
+
+
+@dataclass
+class DeviceUse:
+    name: str
+    breakdown: dict[str, int]
+    budget: int
+    note: str = ""
+
+    @property
+    def tensor_bytes(self) -> int:
+        return sum(self.breakdown.get(k, 0) for k in TENSOR_KEYS)
+
+    @property
+    def peak(self) -> int:
+        return sum(self.breakdown.values())
+
+
+@dataclass
+class HostUse:
+    load_peak: int
+    train_peak: int
+    budget: int
+    disk: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Context:
+    """Everything the placements read, derived once from the spec and architecture."""
+
+    spec: object
+    arch: Architecture
+
+    @property
+    def dtype_bytes(self) -> int:
+        return DTYPE_BYTES[self.spec.model.dtype]
+
+    @property
+    def weight_bytes(self) -> int:
+        return self.arch.num_params() * self.dtype_bytes
+
+    @property
+    def lora_params(self) -> int:
+        lora = self.spec.lora
+        return self.arch.lora_params(lora.r, lora.target_modules, lora.layers)
+
+    def lora_params_in(self, layers: range) -> int:
+        lora = self.spec.lora
+        chosen = [i for i in self.arch.lora_layers(lora.layers) if i in layers]
+        return self.arch.lora_params(lora.r, lora.target_modules, chosen) if chosen else 0
+
+    def shape(self, adapter_bytes: int) -> StepShape:
+        s = self.spec
+        return StepShape(
+            batch=s.training.micro_batch_size,
+            seq=s.strategies.max_seq_length,
+            dtype_bytes=self.dtype_bytes,
+            adapter_bytes=adapter_bytes,
+            r=s.lora.r,
+            targets=frozenset(s.lora.target_modules),
+            lora_layers=frozenset(self.arch.lora_layers(s.lora.layers)),
+            checkpointing=s.strategies.gradient_checkpointing,
+            attention=s.strategies.attention,
+            dropout=s.lora.dropout,
+            dropout_mask_bytes=1 if s.hardware.accelerator == "cuda" else None,
+        )
+
+    def overheads(self, tensors: int, buckets: int = 0) -> dict[str, int]:
+        cuda = CUDA_CONTEXT if self.spec.hardware.accelerator == "cuda" else 0
+        return {"comm_buckets": buckets, "runtime_context": cuda, "fragmentation": int(tensors * FRAGMENTATION)}
+
+    def host_load(self, processes: int, private_bytes_per_rank: int | None = None) -> tuple[int, str]:
+        """Host RAM of one node while `processes` ranks load the weights, and why."""
+        s, arch = self.spec, self.arch
+        stored = arch.checkpoint_dtype or s.model.dtype
+        file_bytes = arch.num_params() * DTYPE_BYTES[stored]
+        runtime = processes * HOST_PER_PROCESS[s.hardware.accelerator]
+        if s.strategies.low_cpu_mem_usage and stored == s.model.dtype:
+            return file_bytes + runtime, (
+                f"{stored} safetensors memory-mapped: {processes} rank(s) share one "
+                f"{_gib(file_bytes)} copy in the page cache"
+            )
+        private = self.weight_bytes if private_bytes_per_rank is None else private_bytes_per_rank
+        why = "low_cpu_mem_usage is off" if not s.strategies.low_cpu_mem_usage else (
+            f"loading {stored} weights as {s.model.dtype} converts them"
+        )
+        per_rank = int(PRIVATE_LOAD_FACTOR * private)
+        return processes * per_rank + runtime, (
+            f"{why}: each of {processes} rank(s) holds a private copy, about {_gib(per_rank)} at peak "
+            f"({processes} x {_gib(per_rank)} = {_gib(processes * per_rank)})"
+        )
+
+    def checkpoint_disk(self) -> int:
+        return 16 * self.lora_params  # fp32 adapter plus optimizer states per saved checkpoint
+
+
+def _gib(n: int) -> str:
+    from qcompile.schemas.units import format_bytes
+
+    return format_bytes(n)
+
+
+def _device(ctx: Context, name: str, parts: dict[str, int], buckets: int = 0, note: str = "") -> DeviceUse:
+    tensors = sum(parts.values())
+    return DeviceUse(name, {**parts, **ctx.overheads(tensors, buckets)}, ctx.spec.hardware.device_memory, note)
+
+
+# --- DeepSpeed ZeRO ---------------------------------------------------------------------------------
+
+
+def _zero(ctx: Context, stage: int) -> tuple[list[DeviceUse], HostUse]:
+    s, arch = ctx.spec, ctx.arch
+    ranks, local = s.hardware.world_size, s.hardware.devices_per_node
+    compute = ctx.dtype_bytes if s.strategies.mixed_precision == "no" else 2
+    p = ctx.lora_params
+    offload_opt = s.strategies.offload.optimizer == "cpu"
+    offload_params = stage == 3 and s.strategies.offload.params != "none"
+    master = (4 + 8 + 4) * p // ranks  # fp32 master, Adam moments, fp32 gradient partition
+    lora_states = compute * p // (ranks if stage == 3 else 1) + compute * p // ranks
+    lora_states += 0 if offload_opt else master
+    layer = arch.layer_params() * ctx.dtype_bytes
+    head = (arch.head_params() + (arch.embedding_params() if arch.tie_word_embeddings else 0)) * ctx.dtype_bytes
+    working_set = max(2 * layer, arch.embedding_params() * ctx.dtype_bytes, head)
+    if stage == 2:
+        weights, note = ctx.weight_bytes, "full copy of the frozen weights on every rank"
+    elif offload_params:
+        weights, note = working_set, "weights on CPU; gathered layer by layer"
+    else:
+        weights, note = ctx.weight_bytes // ranks + working_set, f"1/{ranks} of the weights plus the gathered working set"
+    backend = s.backend
+    reduce_bucket = getattr(backend, "reduce_bucket_size", 50_000_000)
+    gather_bucket = getattr(backend, "allgather_bucket_size", 50_000_000)
+    overlap = getattr(backend, "overlap_comm", True)
+    buckets = compute * (min(reduce_bucket, p) * (2 if overlap else 1) + min(gather_bucket, p))
+    acts = step_activations(arch, ctx.shape(compute), range(arch.num_layers), True, True)
+    parts = {"weights": weights, "lora_states": lora_states, "activations": acts.activations, "logits": acts.logits}
+    devices = [_device(ctx, f"rank {r}", parts, buckets, note) for r in range(ranks)]
+
+    runtime = local * HOST_PER_PROCESS[s.hardware.accelerator]
+    if stage == 3:  # zero.Init: each rank converts and keeps only its shard while loading
+        load, why = ctx.host_load(local, private_bytes_per_rank=ctx.weight_bytes // ranks + layer)
+    else:
+        load, why = ctx.host_load(local)
+    train = runtime + (master * local if offload_opt else 0)
+    train += ctx.weight_bytes * local // ranks if offload_params else 0
+    notes = [why]
+    if offload_opt:
+        notes.append(f"optimizer states offloaded to CPU: {_gib(master * local)} per node")
+    if offload_params:
+        notes.append(f"frozen weights offloaded to CPU: {_gib(ctx.weight_bytes * local // ranks)} per node")
+    host = HostUse(load, max(train, runtime), s.hardware.host_memory, ctx.checkpoint_disk(), notes)
+    return devices, host
+
+
+def zero2(ctx: Context) -> tuple[list[DeviceUse], HostUse]:
+    return _zero(ctx, 2)
+
+
+def zero3(ctx: Context) -> tuple[list[DeviceUse], HostUse]:
+    return _zero(ctx, 3)
+
+
+# --- layer placement (naive model parallel, accelerate offload) ---------------------------------------
+
+
+def split_layers(num_layers: int, devices: int) -> list[range]:
+    """Contiguous blocks, the earlier devices taking the remainder (the last also holds the head)."""
+    base, extra = divmod(num_layers, devices)
+    blocks, start = [], 0
+    for d in range(devices):
+        size = base + (1 if d < extra else 0)
+        blocks.append(range(start, start + size))
+        start += size
+    return blocks
+
+
+def _layer_device(ctx: Context, d: int, layers: range, first: bool, last: bool, extra_weights: int = 0) -> DeviceUse:
+    arch, e = ctx.arch, ctx.dtype_bytes
+    name = f"gpu {d}" if ctx.spec.hardware.accelerator == "cuda" else f"device {d}"
+    if not layers and not first and not last:
+        return DeviceUse(name, {k: 0 for k in TENSOR_KEYS} | ctx.overheads(0), ctx.spec.hardware.device_memory, "unused")
+    weights = len(layers) * arch.layer_params() * e + extra_weights
+    weights += arch.embedding_params() * e if first else 0
+    weights += arch.head_params() * e if last else 0
+    grads = 4 if ctx.spec.training.gradient_accumulation_steps > 1 else 0
+    lora_states = (4 + 8 + grads) * ctx.lora_params_in(layers)
+    acts = step_activations(arch, ctx.shape(4), layers, first, last)
+    parts = {"weights": weights, "lora_states": lora_states, "activations": acts.activations, "logits": acts.logits}
+    return _device(ctx, name, parts)
+
+
+def naive_model_parallel(ctx: Context) -> tuple[list[DeviceUse], HostUse]:
+    s = ctx.spec
+    n = min(s.hardware.devices_per_node, ctx.arch.num_layers)
+    blocks = split_layers(ctx.arch.num_layers, n)
+    devices = [_layer_device(ctx, d, blk, d == 0, d == n - 1) for d, blk in enumerate(blocks)]
+    load, why = ctx.host_load(1)
+    host = HostUse(load, HOST_PER_PROCESS[s.hardware.accelerator], s.hardware.host_memory, ctx.checkpoint_disk(), [why])
+    return devices, host
+
+
+def accelerate_offload(ctx: Context) -> tuple[list[DeviceUse], HostUse]:
+    """Fill the devices in order with whole layers; the rest go to CPU (then disk) and run on device 0."""
+    s, arch, e = ctx.spec, ctx.arch, ctx.dtype_bytes
+    n, num_layers = s.hardware.devices_per_node, arch.num_layers
+    can_offload = s.strategies.offload.params != "none"
+    offload_from = num_layers  # first offloaded layer
+    blocks: list[range] = []
+    start = 0
+    for d in range(n):
+        end = start
+        while end < num_layers:
+            last = end + 1 == num_layers and d == n - 1
+            if _layer_device(ctx, d, range(start, end + 1), d == 0, last).peak > s.hardware.device_memory:
+                break
+            end += 1
+        blocks.append(range(start, end))
+        start = end
+    if start < num_layers and can_offload:
+        offload_from = start
+    elif start < num_layers:
+        blocks[-1] = range(blocks[-1].start, num_layers)  # nowhere else to go: the plan shows the overflow
+    offloaded = range(offload_from, num_layers)
+    layer_bytes = arch.layer_params() * e
+    head_bytes = arch.head_params() * e
+    devices = []
+    for d, blk in enumerate(blocks):
+        last = d == n - 1 and not offloaded
+        dev = _layer_device(ctx, d, blk, d == 0, last)
+        if d == 0 and offloaded:  # offloaded layers and the head execute on the main device
+            extra = _layer_device(ctx, d, offloaded, False, True)
+            working = max(layer_bytes, head_bytes)
+            for key in ("lora_states", "activations", "logits"):
+                dev.breakdown[key] += extra.breakdown[key]
+            dev.breakdown["weights"] += working
+            tensors = dev.tensor_bytes
+            dev.breakdown.update(ctx.overheads(tensors))
+            dev.note = f"runs layers {offloaded.start}-{num_layers - 1} and the head from {s.strategies.offload.params}"
+        devices.append(dev)
+    off_bytes = len(offloaded) * layer_bytes + (head_bytes if offloaded else 0)
+    on_cpu = off_bytes if s.strategies.offload.params == "cpu" else 0
+    load, why = ctx.host_load(1)
+    notes = [why]
+    if offloaded:
+        notes.append(f"{len(offloaded)} layers and the head ({_gib(off_bytes)}) offloaded to {s.strategies.offload.params}")
+    runtime = HOST_PER_PROCESS[s.hardware.accelerator]
+    disk = ctx.checkpoint_disk() + (off_bytes if s.strategies.offload.params == "disk" else 0)
+    host = HostUse(load + on_cpu, runtime + on_cpu, s.hardware.host_memory, disk, notes)
+    return devices, host
+
+
+PLACEMENTS = {
+    "deepspeed-zero2": zero2,
+    "deepspeed-zero3": zero3,
+    "naive-model-parallel": naive_model_parallel,
+    "accelerate-offload": accelerate_offload,
+}
+# Fastest first: data parallel over every GPU beats one GPU at a time, which beats streaming from CPU.
+SPEED_ORDER = ("deepspeed-zero2", "deepspeed-zero3", "naive-model-parallel", "accelerate-offload")
