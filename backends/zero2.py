@@ -81,7 +81,7 @@ class Zero2:
         return {"ds_config": "ds_config.json"}
 
     def launch_argv(self, spec) -> list[str]:
-        argv = ["torchrun", f"--nproc-per-node={self.processes(spec)}"]
+        argv = ["torchrun", f"--nproc-per-node={self.processes(spec)}", "--tee=3"]  # tee: rank-prefixed lines
         if spec.hardware.nodes > 1:
             argv += [f"--nnodes={spec.hardware.nodes}", "--rdzv-backend=c10d"]
         else:

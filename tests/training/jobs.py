@@ -45,3 +45,49 @@ def build_job(spec: Spec, spec_dir: Path, build_dir: Path) -> Path:
     (build_dir / "train_config.json").write_text(dump(build_train_config(spec, spec_dir, backend)))
     (build_dir / "train.py").write_text(render_train_py(spec.backend.kind))
     return build_dir
+
+
+def launch(spec: Spec, build_dir: Path, resume: bool = False, echo=lambda line: None):
+    """Run the job as `qcompile run` does (same argv and environment), without the CLI."""
+    from qcompile.compiler.launch import job_env, resolve_argv, run_job
+
+    backend = get_backend(spec.backend.kind)
+    env = job_env(backend.launch_env(spec))
+    env["TORCH_EXTENSIONS_DIR"] = str(REPO / ".cache" / "torch_extensions")
+    return run_job(build_dir, resolve_argv(backend.launch_argv(spec), resume), env, echo=echo)
+
+
+def metrics(output_dir: Path) -> list[dict]:
+    lines = (Path(output_dir) / "metrics.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines]
+
+
+def adapter(output_dir: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(Path(output_dir) / "adapter_model.safetensors"))
+
+
+def tiny_model(tmp_root: Path) -> Path:
+    """The example model, created once per session where the examples expect it."""
+    target = EXAMPLES / "models" / "tiny-qwen2"
+    if not (target / "model.safetensors").exists():
+        import importlib.util
+
+        spec = importlib.util.spec_from_file_location("make_tiny_model", EXAMPLES / "make_tiny_model.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        module.make_model(target)
+    return target
+
+
+def load_script(kind: str, tmp_path: Path):
+    """Import the rendered train.py as a module, to test its functions in-process."""
+    import importlib.util
+
+    path = tmp_path / f"train_{kind.replace('-', '_')}.py"
+    path.write_text(render_train_py(kind))
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

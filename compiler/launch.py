@@ -1,0 +1,82 @@
+"""launch: run an emitted job from its build directory with the backend's launcher, stream its
+progress, and on failure show the last lines of the rank that failed first."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+TAIL_LINES = 25
+RANK_PREFIX = re.compile(r"^\[default(\d+)\]:(.*)$")
+FAILED_RANK = re.compile(r"failed \(exitcode: (-?\d+)\) local_rank: (\d+)")
+# Launchers resolved against the running interpreter, so a job uses the same environment as qcompile.
+LAUNCHERS = {
+    "python": [sys.executable],
+    "torchrun": [sys.executable, "-m", "torch.distributed.run"],
+    "accelerate": [sys.executable, "-m", "accelerate.commands.accelerate_cli"],
+}
+
+
+@dataclass
+class JobResult:
+    returncode: int
+    failed_rank: int | None
+    tail: list[str]  # the failed rank's last lines (or the job's, for one process)
+
+
+def default_cache_dir() -> Path:
+    """Where JIT-built DeepSpeed ops are kept between runs (CI restores this folder)."""
+    return Path(os.environ.get("QCOMPILE_CACHE_DIR") or Path.cwd() / ".cache")
+
+
+def job_env(backend_env: dict[str, str], base: dict[str, str] | None = None) -> dict[str, str]:
+    """The caller's environment plus what the backend needs; the caller's own values win."""
+    env = dict(os.environ if base is None else base)
+    for key, value in backend_env.items():
+        env.setdefault(key, value)
+    env.setdefault("TORCH_EXTENSIONS_DIR", str(default_cache_dir() / "torch_extensions"))
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    return env
+
+
+def resolve_argv(argv: list[str], resume: bool) -> list[str]:
+    head = LAUNCHERS.get(argv[0], [argv[0]])
+    return head + list(argv[1:]) + (["--resume"] if resume else [])
+
+
+def run_job(build_dir: Path, argv: list[str], env: dict[str, str],
+            echo: Callable[[str], None] = print) -> JobResult:
+    """Start the launcher in its own process group, echo every line, keep a tail per rank."""
+    tails: dict[int, deque] = {}
+    failed_rank = None
+    process = subprocess.Popen(argv, cwd=build_dir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True, errors="replace", bufsize=1, start_new_session=True)
+    try:
+        for line in process.stdout:
+            line = line.rstrip("\n")
+            echo(line)
+            match = RANK_PREFIX.match(line)
+            rank, text = (int(match[1]), match[2]) if match else (-1, line)
+            tails.setdefault(rank, deque(maxlen=TAIL_LINES)).append(text)
+            failure = FAILED_RANK.search(line)
+            if failure and failed_rank is None:
+                failed_rank = int(failure[2])
+        returncode = process.wait()
+    except KeyboardInterrupt:
+        os.killpg(process.pid, signal.SIGINT)  # torchrun forwards it to its workers' own sessions
+        process.wait()
+        raise
+    if returncode == 0:
+        return JobResult(0, None, [])
+    if failed_rank is None and len(tails) > 1:
+        failed_rank = min(r for r in tails if r >= 0)
+    tail = tails.get(failed_rank if failed_rank is not None else -1) or tails.get(-1) or []
+    return JobResult(returncode, failed_rank, list(tail))

@@ -1,0 +1,114 @@
+"""Backends as pure objects: registry, configs, launch argv, train_config.json. No torch needed."""
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from qcompile.backends.naive_mp import DoesNotFit, assign_modules, device_budgets, planned_map
+from qcompile.backends.registry import BACKENDS, get_backend
+from qcompile.backends.train_config import build_train_config
+from qcompile.schemas import Spec
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLES = REPO / "examples"
+
+
+def example(name: str, **overrides) -> Spec:
+    data = yaml.safe_load((EXAMPLES / name).read_text())
+    for section, values in overrides.items():
+        data[section] = {**data[section], **values}
+    return Spec.model_validate(data)
+
+
+def test_registry_has_every_concrete_kind():
+    assert set(BACKENDS) == {"deepspeed-zero2", "accelerate-offload", "naive-model-parallel"}
+    for kind in BACKENDS:
+        assert get_backend(kind).kind == kind
+    with pytest.raises(KeyError, match="known"):
+        get_backend("auto")
+
+
+def test_zero2_ds_config_is_concrete_and_consistent():
+    spec = example("zero2-cpu.yaml", training={"micro_batch_size": 3, "gradient_accumulation_steps": 5})
+    config = get_backend("deepspeed-zero2").ds_config(spec)
+    assert "auto" not in json.dumps(config)
+    assert config["train_batch_size"] == 3 * 5 * 2
+    assert config["zero_optimization"]["stage"] == 2
+    assert config["zero_optimization"]["offload_optimizer"] == {"device": "cpu", "pin_memory": False}
+    assert config["zero_force_ds_cpu_optimizer"] is False
+    no_offload = example("zero2-cpu.yaml", strategies={"offload": {"optimizer": "none", "params": "none"}})
+    assert "offload_optimizer" not in get_backend("deepspeed-zero2").ds_config(no_offload)["zero_optimization"]
+
+
+def test_zero2_on_cpu_launches_with_gloo_env_and_one_thread_per_rank():
+    spec = example("zero2-cpu.yaml")
+    backend = get_backend("deepspeed-zero2")
+    assert backend.launch_argv(spec)[:2] == ["torchrun", "--nproc-per-node=2"]
+    assert backend.launch_argv(spec)[-3:] == ["train.py", "--config", "train_config.json"]
+    env = backend.launch_env(spec)
+    assert env["DS_ACCELERATOR"] == "cpu" and env["OMP_NUM_THREADS"] == "1" and env["ACCELERATE_USE_CPU"] == "true"
+    accel = backend.accelerate_config(spec)
+    assert accel["deepspeed_config"]["deepspeed_config_file"] == "ds_config.json"
+    assert "mixed_precision" not in accel and accel["num_processes"] == 2
+
+
+def test_zero2_refuses_fp16_on_cpu():
+    spec = example("zero2-cpu.yaml", strategies={"mixed_precision": "fp16"})
+    assert [d.code for d in get_backend("deepspeed-zero2").check(spec)] == ["fp16_on_cpu"]
+
+
+def test_single_process_backends_run_one_process():
+    for name, kind in (("offload-cpu.yaml", "accelerate-offload"), ("naive-mp-cpu.yaml", "naive-model-parallel")):
+        spec, backend = example(name), get_backend(kind)
+        assert backend.processes(spec) == backend.data_parallel_size(spec) == 1
+        assert backend.ds_config(spec) is None
+        config = backend.accelerate_config(spec)
+        assert config["num_processes"] == 1 and config["distributed_type"] == "NO" and config["use_cpu"] is True
+    assert get_backend("accelerate-offload").launch_argv(example("offload-cpu.yaml"))[:4] == [
+        "accelerate", "launch", "--config_file", "accelerate_config.yaml"]
+
+
+def test_train_config_resolves_paths_against_the_spec_folder(tmp_path):
+    spec = example("offload-cpu.yaml")
+    config = build_train_config(spec, EXAMPLES, get_backend("accelerate-offload"))
+    assert set(config) == {"accelerator", "backend", "data", "lora", "model", "strategies", "training", "world_size"}
+    assert config["data"]["path"] == str(EXAMPLES / "data" / "chat.jsonl")
+    assert config["training"]["output_dir"] == str((REPO / "runs" / "example-offload").resolve())
+    assert config["backend"]["offload_folder"] == str((REPO / "runs" / "example-offload" / "offload").resolve())
+    assert config["model"]["path"] == str(EXAMPLES / "models" / "tiny-qwen2")
+    assert config["backend"]["max_memory"] == {"cpu": 700_000}
+    assert config["world_size"] == 1
+    hub = Spec.model_validate({**spec.model_dump(), "model": {"name": "Qwen/Qwen1.5-72B-Chat"}})
+    assert build_train_config(hub, tmp_path, get_backend("accelerate-offload"))["model"]["path"] == "Qwen/Qwen1.5-72B-Chat"
+
+
+def test_zero2_world_size_counts_every_rank():
+    spec = example("zero2-cpu.yaml")
+    assert build_train_config(spec, EXAMPLES, get_backend("deepspeed-zero2"))["world_size"] == 2
+
+
+def test_assign_modules_fills_devices_in_order_within_budget():
+    sizes = [("embed", 30), ("l0", 40), ("l1", 40), ("l2", 40), ("head", 30)]
+    assert assign_modules(sizes, [(0, 80), (1, 80), ("disk", None)]) == {
+        "embed": 0, "l0": 0, "l1": 1, "l2": 1, "head": "disk"}
+    with pytest.raises(DoesNotFit):
+        assign_modules(sizes, [(0, 80), (1, 80)])
+
+
+def test_budgets_add_cpu_and_disk_only_when_params_may_go_there():
+    gpu = example("naive-mp-cpu.yaml", hardware={"accelerator": "cuda", "devices_per_node": 2, "device_memory": "1GB"},
+                  strategies={"offload": {"optimizer": "none", "params": "none"}})
+    assert device_budgets(gpu) == [(0, 10**9), (1, 10**9)]
+    disk = example("naive-mp-cpu.yaml", hardware={"accelerator": "cuda", "devices_per_node": 2, "device_memory": "1GB"})
+    assert device_budgets(disk) == [(0, 10**9), (1, 10**9), ("cpu", 8 * 2**30), ("disk", None)]
+
+
+def test_planned_map_for_the_example_spills_to_disk_in_order():
+    pytest.importorskip("qcompile.compiler.planner.resolve")
+    device_map = planned_map(example("naive-mp-cpu.yaml"), EXAMPLES) if (EXAMPLES / "models" / "tiny-qwen2").exists() \
+        else pytest.skip("run examples/make_tiny_model.py")
+    order = list(device_map.values())
+    assert order[0] == "cpu" and order[-1] == "disk"
+    assert order == sorted(order, key=["cpu", "disk"].index)

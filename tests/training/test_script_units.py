@@ -1,0 +1,132 @@
+"""The generated train.py's pieces, imported in-process on the tiny model (no launcher, seconds)."""
+
+import json
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("peft")
+pytest.importorskip("accelerate")
+
+from .jobs import EXAMPLES, build_job, load_script, spec_from  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def script(tmp_path_factory):
+    return load_script("naive-model-parallel", tmp_path_factory.mktemp("script"))
+
+
+@pytest.fixture
+def tokenizer(model_dir):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(model_dir)
+
+
+def job_config(tmp_path, example="naive-mp-cpu.yaml", **overrides) -> dict:
+    overrides.setdefault("training", {})["output_dir"] = str(tmp_path / "out")
+    build = build_job(spec_from(EXAMPLES / example, **overrides), EXAMPLES, tmp_path / "build")
+    return json.loads((build / "train_config.json").read_text())
+
+
+@pytest.mark.parametrize("line, message", [
+    ('{"instruction": "a", "output": ', "not valid JSON"),
+    ('["a list"]', "expected a JSON object"),
+    ('{"instruction": "a"}', "missing key 'output'"),
+    ('{"instruction": "a", "output": 3}', "'output' must be a string"),
+])
+def test_malformed_alpaca_row_names_file_and_line(script, tmp_path, line, message):
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"instruction": "a", "output": "b"}\n\n' + line + "\n")
+    with pytest.raises(script.JobError, match=rf"bad\.jsonl:3: .*{message}"):
+        script.read_rows(str(path), "alpaca")
+
+
+def test_malformed_chat_row(script, tmp_path):
+    path = tmp_path / "chat.jsonl"
+    path.write_text('{"messages": [{"role": "robot", "content": "x"}]}\n')
+    with pytest.raises(script.JobError, match=r"chat\.jsonl:1: messages\[0\]\.role"):
+        script.read_rows(str(path), "chat")
+
+
+def test_alpaca_loss_only_on_response(script, tokenizer):
+    row = {"instruction": "Spell the word backwards.", "input": "cat", "output": "tac"}
+    example = script.encode(tokenizer, row, "alpaca", 512)
+    trained = [t for t, label in zip(example["input_ids"], example["labels"]) if label != -100]
+    assert tokenizer.decode(trained) == "tac" + tokenizer.eos_token
+    assert example["labels"][0] == -100
+
+
+def test_chat_loss_only_on_assistant_turns(script, tokenizer):
+    row = {"messages": [{"role": "user", "content": "Shout cat."}, {"role": "assistant", "content": "CAT!"},
+                        {"role": "user", "content": "Again."}, {"role": "assistant", "content": "cat"}]}
+    example = script.encode(tokenizer, row, "chat", 512)
+    trained = tokenizer.decode([t for t, label in zip(example["input_ids"], example["labels"]) if label != -100])
+    assert "CAT!" in trained and "cat" in trained
+    assert "Shout" not in trained and "Again" not in trained
+
+
+def test_text_trains_everything_and_truncates(script, tokenizer):
+    example = script.encode(tokenizer, {"text": "The cat is number 3. " * 20}, "text", 16)
+    assert len(example["input_ids"]) == 16 and example["labels"] == example["input_ids"]
+
+
+def test_gradient_checkpointing_recomputes_with_frozen_base(script, tmp_path):
+    config = job_config(tmp_path, lora={"layers": None}, hardware={"device_memory": "1GiB"})
+    model = script.add_lora(script.load_base_model(config), config)
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.train()
+    calls, mlp = [], model.base_model.model.model.layers[1].mlp
+    original = mlp.forward
+    mlp.forward = lambda *args, **kwargs: calls.append(1) or original(*args, **kwargs)
+    ids = torch.randint(0, 500, (2, 12))
+    model(input_ids=ids, labels=ids).loss.backward()
+    assert len(calls) == 2  # once forward, once recomputed in backward
+    lora = [p for n, p in model.named_parameters() if p.requires_grad]
+    assert lora and all(p.grad is not None for p in lora)
+    assert all(not p.requires_grad for n, p in model.named_parameters() if "lora_" not in n)
+
+
+def test_selective_layers_get_adapters_only_there(script, tmp_path):
+    config = job_config(tmp_path, lora={"layers": [1, 3]}, hardware={"device_memory": "1GiB"})
+    model = script.add_lora(script.load_base_model(config), config)
+    layers = {int(n.split(".layers.")[1].split(".")[0]) for n, p in model.named_parameters() if p.requires_grad}
+    assert layers == {1, 3}
+
+
+def test_offload_trap_peft_on_disk_offloaded_model_leaves_meta_adapters(script, tmp_path, model_dir):
+    """The trap itself: plain get_peft_model after accelerate put layers on disk."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    config = job_config(tmp_path)
+    kwargs = {"dtype": torch.float32, "revision": None, "trust_remote_code": False, "attn_implementation": "sdpa"}
+    device_map = script.placement_map(config, kwargs)
+    assert "disk" in device_map.values()
+    base = AutoModelForCausalLM.from_pretrained(model_dir, device_map=device_map,
+                                                offload_folder=str(tmp_path / "off"), **kwargs)
+    naive = get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj"]))
+    assert any(p.device.type == "meta" for n, p in naive.named_parameters() if "lora_" in n)
+
+
+def test_offload_fix_every_adapter_is_real_and_gets_a_gradient(script, tmp_path):
+    config = job_config(tmp_path)
+    model = script.add_lora(script.load_base_model(config), config)
+    assert "disk" in set(model.hf_device_map.values())
+    # the offloaded layer 3 carries adapters (lora.layers = [1, 2, 3])
+    assert any(name.startswith("model.layers.3") and device == "disk" for name, device in model.hf_device_map.items())
+    lora = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    assert lora and all(p.device.type == "cpu" for p in lora.values())
+    before = {n: p.detach().clone() for n, p in lora.items()}
+    optimizer = torch.optim.AdamW(lora.values(), lr=1e-2)
+    model.train()
+    ids = torch.randint(0, 500, (2, 12))
+    for _ in range(2):  # B starts at zero: A only moves from the second step on
+        model(input_ids=ids, labels=ids).loss.backward()
+        assert all(p.grad is not None for p in lora.values())
+        optimizer.step()
+        optimizer.zero_grad()
+    unchanged = [n for n, p in lora.items() if torch.equal(p.detach(), before[n])]
+    assert not unchanged
+    # and the offloaded base weights are still the ones on disk, untouched
+    assert all(p.device.type == "meta" for n, p in model.named_parameters() if "layers.3.self_attn.q_proj.base_layer" in n)
