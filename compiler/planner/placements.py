@@ -250,24 +250,14 @@ def accelerate_offload(ctx: Context) -> tuple[list[DeviceUse], HostUse]:
         offload_from = start
     elif start < num_layers:
         blocks[-1] = range(blocks[-1].start, num_layers)  # nowhere else to go: the plan shows the overflow
+    devices = _offload_devices(ctx, blocks, offload_from)
+    # Offloaded layers run on device 0: give up resident layers (from the end) until it fits there too.
+    while can_offload and devices[0].peak > devices[0].budget and offload_from > 0:
+        offload_from -= 1
+        blocks = [range(b.start, min(b.stop, offload_from)) for b in blocks]
+        devices = _offload_devices(ctx, blocks, offload_from)
     offloaded = range(offload_from, num_layers)
-    layer_bytes = arch.layer_params() * e
-    head_bytes = arch.head_params() * e
-    devices = []
-    for d, blk in enumerate(blocks):
-        last = d == n - 1 and not offloaded
-        dev = _layer_device(ctx, d, blk, d == 0, last)
-        if d == 0 and offloaded:  # offloaded layers and the head execute on the main device
-            extra = _layer_device(ctx, d, offloaded, False, True)
-            working = max(layer_bytes, head_bytes)
-            for key in ("lora_states", "activations", "logits"):
-                dev.breakdown[key] += extra.breakdown[key]
-            dev.breakdown["weights"] += working
-            tensors = dev.tensor_bytes
-            dev.breakdown.update(ctx.overheads(tensors))
-            dev.note = f"runs layers {offloaded.start}-{num_layers - 1} and the head from {s.strategies.offload.params}"
-        devices.append(dev)
-    off_bytes = len(offloaded) * layer_bytes + (head_bytes if offloaded else 0)
+    off_bytes = len(offloaded) * arch.layer_params() * e + (arch.head_params() * e if offloaded else 0)
     on_cpu = off_bytes if s.strategies.offload.params == "cpu" else 0
     load, why = ctx.host_load(1)
     notes = [why]
@@ -277,6 +267,23 @@ def accelerate_offload(ctx: Context) -> tuple[list[DeviceUse], HostUse]:
     disk = ctx.checkpoint_disk() + (off_bytes if s.strategies.offload.params == "disk" else 0)
     host = HostUse(load + on_cpu, runtime + on_cpu, s.hardware.host_memory, disk, notes)
     return devices, host
+
+
+def _offload_devices(ctx: Context, blocks: list[range], offload_from: int) -> list[DeviceUse]:
+    arch, e, n = ctx.arch, ctx.dtype_bytes, len(blocks)
+    offloaded = range(offload_from, arch.num_layers)
+    devices = []
+    for d, blk in enumerate(blocks):
+        dev = _layer_device(ctx, d, blk, d == 0, d == n - 1 and not offloaded)
+        if d == 0 and offloaded:  # offloaded layers and the head execute on the main device
+            extra = _layer_device(ctx, d, offloaded, False, True)
+            for key in ("lora_states", "activations", "logits"):
+                dev.breakdown[key] += extra.breakdown[key]
+            dev.breakdown["weights"] += max(arch.layer_params(), arch.head_params()) * e  # streamed in
+            dev.breakdown.update(ctx.overheads(dev.tensor_bytes))
+            dev.note = f"runs layers {offload_from}-{arch.num_layers - 1} and the head from {ctx.spec.strategies.offload.params}"
+        devices.append(dev)
+    return devices
 
 
 PLACEMENTS = {
