@@ -1,0 +1,108 @@
+"""How close is the analytic planner to reality? Prints, in one run:
+
+1. the planner against traced training steps (peak allocated tensor bytes, CPU) on the test grid,
+   with each case's relative error and the worst case;
+2. host RAM at load: peak RSS (and PSS after load) of 1 and 2 ranks each loading a random
+   safetensors model of a few hundred MB as bfloat16 (memory-mapped, shared) and as float32
+   (converted, private), against the planner's host figure for the weights.
+
+Needs the train extra. Run: python bench/planner_accuracy.py
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+MiB = 2**20
+LOADER = r"""
+import json, sys, warnings
+warnings.filterwarnings("ignore")
+import torch, transformers
+def pss():
+    for line in open("/proc/self/smaps_rollup"):
+        if line.startswith("Pss:"):
+            return int(line.split()[1]) * 1024
+    return 0
+def status(key):
+    for line in open("/proc/self/status"):
+        if line.startswith(key):
+            return int(line.split()[1]) * 1024
+    return 0
+open("/proc/self/clear_refs", "w").write("5")  # reset the peak-RSS mark (VmHWM) after the imports
+before = status("VmRSS:")
+base_pss = pss()
+model = transformers.AutoModelForCausalLM.from_pretrained(sys.argv[1], dtype=getattr(torch, sys.argv[2]))
+print(json.dumps({"peak_rss_delta": status("VmHWM:") - before, "pss_delta": pss() - base_pss}))
+"""
+
+
+def accuracy_grid() -> float:
+    from qcompile.compiler.planner.trace import ACCURACY_GRID, TraceCase, analytic_case_peak, trace_step_peak
+
+    print("planner vs traced step (peak allocated tensor bytes)")
+    print(f"{'case':70s} {'traced':>12s} {'planned':>12s} {'error':>8s}")
+    worst = 0.0
+    for changes in ACCURACY_GRID:
+        case = TraceCase(**changes)
+        traced, planned = trace_step_peak(case), analytic_case_peak(case)
+        error = (planned - traced) / traced
+        worst = max(worst, abs(error))
+        name = ",".join(f"{k}={v}" for k, v in changes.items()) or "base"
+        print(f"{name[:70]:70s} {traced:12d} {planned:12d} {error:+8.2%}")
+    print(f"worst |error|: {worst:.2%} over {len(ACCURACY_GRID)} cases\n")
+    return worst
+
+
+def _save_model(folder: Path) -> tuple[Path, int]:
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    config = Qwen2Config(hidden_size=1024, intermediate_size=2816, num_hidden_layers=6, num_attention_heads=16,
+                         num_key_value_heads=16, vocab_size=32000, tie_word_embeddings=False)
+    torch.set_default_dtype(torch.bfloat16)
+    model = Qwen2ForCausalLM(config)
+    torch.set_default_dtype(torch.float32)
+    model.save_pretrained(folder)
+    return folder, sum(p.numel() for p in model.parameters())
+
+
+def host_at_load() -> None:
+    from qcompile.compiler.planner.architecture import Architecture
+    from qcompile.compiler.planner.placements import PRIVATE_LOAD_FACTOR
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder, params = _save_model(Path(tmp) / "model")
+        arch = Architecture.from_config(json.loads((folder / "config.json").read_text()), str(folder))
+        assert arch.num_params() == params
+        print(f"host RAM at load: random Qwen2 model, {params:,} parameters, bf16 safetensors "
+              f"({params * 2 / MiB:.0f} MiB on disk)")
+        print(f"{'load dtype':10s} {'ranks':>5s} {'sum peak RSS':>13s} {'sum PSS':>10s} {'planned':>10s}")
+        for dtype, width in (("bfloat16", 2), ("float32", 4)):
+            for ranks in (1, 2):
+                procs = [subprocess.Popen([sys.executable, "-c", LOADER, str(folder), dtype], stdout=subprocess.PIPE)
+                         for _ in range(ranks)]
+                results = [json.loads(p.communicate()[0]) for p in procs]
+                rss = sum(r["peak_rss_delta"] for r in results)
+                pss = sum(r["pss_delta"] for r in results)
+                shared = dtype == "bfloat16"  # stored bf16: mmap shares one copy; float32 converts per rank
+                planned = params * 2 if shared else ranks * PRIVATE_LOAD_FACTOR * params * width
+                print(f"{dtype:10s} {ranks:5d} {rss / MiB:10.0f} MiB {pss / MiB:6.0f} MiB {planned / MiB:6.0f} MiB")
+        print("(RSS counts a shared page-cache copy once per rank; PSS splits it between them)")
+
+
+def main() -> None:
+    warnings.filterwarnings("ignore")
+    start = time.time()
+    accuracy_grid()
+    host_at_load()
+    print(f"\n{time.time() - start:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
