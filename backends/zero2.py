@@ -91,5 +91,7 @@ class Zero2:
     def launch_env(self, spec) -> dict[str, str]:
         env = cpu_env(spec)
         if spec.hardware.accelerator == "cpu":
+            # ACCELERATE_USE_CPU would make accelerate pick plain MULTI_CPU DDP over DeepSpeed.
+            env.pop("ACCELERATE_USE_CPU")
             env["DS_ACCELERATOR"] = "cpu"
         return env
