@@ -14,9 +14,8 @@ import yaml
 from qcompile import __version__
 from qcompile.schemas import Spec
 
-from .diagnostics import SpecError, error
 from .load import LoadedSpec, load_spec
-from .output import GENERATOR, MANIFEST, write_build_dir
+from .output import GENERATOR, write_build_dir
 from .render import render, render_python
 
 
@@ -59,13 +58,12 @@ def resolve_backend(loaded: LoadedSpec) -> tuple[Spec, object]:
     if spec.backend.kind == "auto":
         arch = planner.resolve_architecture(spec, loaded.spec_dir)
         kind, _ = planner.choose_backend(spec, arch)
-        if kind is None:
-            raise SpecError([error(("backend",), "no backend fits the memory budget", "nothing_fits")
-                             .at(str(loaded.path), None, None)])
+        if kind is None:  # only reachable with --no-memory-check; the planner says what would fit
+            raise loaded.error(planner.budget_diagnostics(spec, loaded.spec_dir))
         spec = Spec.model_validate({**spec.model_dump(), "backend": {"kind": kind}})
         problems = [d for d in cross_field_diagnostics(spec, loaded.spec_dir, False) if d.is_error]
         if problems:
-            raise SpecError([d.at(str(loaded.path), None, None) for d in problems])
+            raise loaded.error(problems)
     return spec, get_backend(spec.backend.kind)
 
 

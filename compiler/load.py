@@ -23,7 +23,12 @@ class LoadedSpec:
     path: Path
     spec_dir: Path
     source: bytes
+    positions: Positions
     warnings: list[Diagnostic] = field(default_factory=list)
+
+    def error(self, diagnostics: list[Diagnostic]) -> SpecError:
+        """A SpecError for problems found after loading, placed in this spec's file."""
+        return SpecError(_place(diagnostics, str(self.path), self.positions))
 
 
 def _read(path: Path) -> tuple[bytes, str]:
@@ -82,4 +87,4 @@ def load_spec(path: str | Path, memory_check: bool = True) -> LoadedSpec:
     errors = [d for d in diags if d.is_error]
     if errors:
         raise SpecError(diags)
-    return LoadedSpec(spec, path, spec_dir, raw, sorted(diags, key=Diagnostic.sort_key))
+    return LoadedSpec(spec, path, spec_dir, raw, positions, sorted(diags, key=Diagnostic.sort_key))
