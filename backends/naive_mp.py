@@ -10,7 +10,7 @@ from pathlib import Path
 from qcompile.compiler.diagnostics import Diagnostic, error
 
 from .base import TRAIN_ARGV, cpu_env
-from .offload import execution_device, resolve_output_dir
+from .offload import execution_device, resolve_output_dir, weight_budget
 
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 
@@ -45,12 +45,14 @@ def module_sizes(arch, dtype: str) -> list[tuple[str, int]]:
     return sizes
 
 
-def device_budgets(spec) -> list[tuple[str | int, int | None]]:
+def device_budgets(spec, per_device: int | None = None) -> list[tuple[str | int, int | None]]:
+    """Weight budgets in placement order; per_device defaults to hardware.device_memory."""
     hw, params = spec.hardware, spec.strategies.offload.params
+    per_device = hw.device_memory if per_device is None else per_device
     if hw.accelerator == "cpu":
-        budgets: list = [("cpu", hw.device_memory)]
+        budgets: list = [("cpu", per_device)]
     else:
-        budgets = [(i, hw.device_memory) for i in range(hw.devices_per_node)]
+        budgets = [(i, per_device) for i in range(hw.devices_per_node)]
         if params in ("cpu", "disk"):
             budgets.append(("cpu", hw.host_memory))
     if params == "disk":
@@ -61,14 +63,14 @@ def device_budgets(spec) -> list[tuple[str | int, int | None]]:
 def planned_map(spec, spec_dir: Path) -> dict | None:
     """The device_map for this spec, or None when the architecture is unknown (train.py then asks
     accelerate with the same budgets)."""
-    from qcompile.compiler.planner.architecture import ArchitectureUnknown
-    from qcompile.compiler.planner.resolve import resolve_architecture
+    from qcompile.compiler import planner
 
     try:
-        arch = resolve_architecture(spec, spec_dir)
-    except ArchitectureUnknown:
+        arch = planner.resolve_architecture(spec, spec_dir)
+    except planner.ArchitectureUnknown:
         return None
-    device_map = assign_modules(module_sizes(arch, spec.model.dtype), device_budgets(spec))
+    budgets = device_budgets(spec, weight_budget(spec, spec_dir, "naive-model-parallel"))
+    device_map = assign_modules(module_sizes(arch, spec.model.dtype), budgets)
     if arch.tie_word_embeddings:  # a tied head must sit with the embedding it shares
         device_map["lm_head"] = device_map["model.embed_tokens"]
     return device_map
@@ -105,7 +107,7 @@ class NaiveModelParallel:
         }
 
     def train_config(self, spec, spec_dir: Path) -> dict:
-        budgets = device_budgets(spec)
+        budgets = device_budgets(spec, weight_budget(spec, spec_dir, self.kind))
         return {
             "device_map": planned_map(spec, spec_dir),
             "execution_device": execution_device(spec),

@@ -20,13 +20,31 @@ def execution_device(spec) -> str | int:
     return "cpu" if spec.hardware.accelerator == "cpu" else 0
 
 
-def placement_budgets(spec) -> dict[str, int]:
-    """max_memory for accelerate: each device, then host RAM when parameters may go to CPU.
-    Keys are strings for JSON; train.py turns GPU indices back into ints."""
+def activation_reserve(spec, spec_dir: Path, kind: str) -> int:
+    """What the memory plan keeps on the main device besides weights (activations, logits, LoRA
+    states, overheads): placing weights into the whole budget would leave no room to train."""
+    from qcompile.compiler import planner
+
+    try:
+        arch = planner.resolve_architecture(spec, spec_dir)
+    except planner.ArchitectureUnknown:
+        return 0
+    device = planner.plan(spec, arch, kind).devices[0]
+    return max(device.peak - device.breakdown.get("weights", 0), 0)
+
+
+def weight_budget(spec, spec_dir: Path, kind: str) -> int:
+    return max(spec.hardware.device_memory - activation_reserve(spec, spec_dir, kind), 0)
+
+
+def placement_budgets(spec, spec_dir: Path) -> dict[str, int]:
+    """max_memory for accelerate: each device (less the plan's activation reserve), then host RAM
+    when parameters may go to CPU. Keys are strings for JSON; train.py turns GPU indices into ints."""
     hw, params = spec.hardware, spec.strategies.offload.params
+    per_device = weight_budget(spec, spec_dir, "accelerate-offload")
     if hw.accelerator == "cpu":
-        return {"cpu": hw.device_memory}
-    budgets = {str(i): hw.device_memory for i in range(hw.devices_per_node)}
+        return {"cpu": per_device}
+    budgets = {str(i): per_device for i in range(hw.devices_per_node)}
     if params in ("cpu", "disk"):
         budgets["cpu"] = hw.host_memory
     return budgets
@@ -70,7 +88,7 @@ class Offload:
         return {
             "device_map": None,  # accelerate infers it from max_memory at load time
             "execution_device": execution_device(spec),
-            "max_memory": placement_budgets(spec),
+            "max_memory": placement_budgets(spec, spec_dir),
             "offload_folder": str(resolve_output_dir(spec, spec_dir) / spec.backend.offload_folder),
         }
 

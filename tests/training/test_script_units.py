@@ -24,6 +24,7 @@ def tokenizer(model_dir):
 
 
 def job_config(tmp_path, example="naive-mp-cpu.yaml", **overrides) -> dict:
+    overrides.setdefault("hardware", {"device_memory": "1800KiB"})  # tight: layer 3 and the head go to disk
     overrides.setdefault("training", {})["output_dir"] = str(tmp_path / "out")
     build = build_job(spec_from(EXAMPLES / example, **overrides), EXAMPLES, tmp_path / "build")
     return json.loads((build / "train_config.json").read_text())
