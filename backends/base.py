@@ -27,7 +27,7 @@ class Backend(Protocol):
     def data_parallel_size(self, spec: Spec) -> int:
         """Model replicas that see different data (the batch arithmetic's world size)."""
 
-    def ds_config(self, spec: Spec) -> dict | None:
+    def ds_config(self, spec: Spec, spec_dir: Path) -> dict | None:
         """The DeepSpeed JSON as a dict with concrete values, or None when DeepSpeed is not used."""
 
     def accelerate_config(self, spec: Spec) -> dict:

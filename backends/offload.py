@@ -67,7 +67,7 @@ class Offload:
     def data_parallel_size(self, spec) -> int:
         return 1
 
-    def ds_config(self, spec) -> None:
+    def ds_config(self, spec, spec_dir: Path) -> None:
         return None
 
     def accelerate_config(self, spec) -> dict:

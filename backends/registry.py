@@ -6,8 +6,9 @@ from .base import Backend
 from .naive_mp import NaiveModelParallel
 from .offload import Offload
 from .zero2 import Zero2
+from .zero3 import Zero3
 
-BACKENDS: dict[str, Backend] = {b.kind: b for b in (Zero2(), Offload(), NaiveModelParallel())}
+BACKENDS: dict[str, Backend] = {b.kind: b for b in (Zero2(), Zero3(), Offload(), NaiveModelParallel())}
 
 
 def get_backend(kind: str) -> Backend:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .offload import resolve_output_dir
-from .zero2 import MAX_GRAD_NORM
+from .zero_common import MAX_GRAD_NORM
 
 
 def resolve_model(name: str, spec_dir: Path) -> str:

@@ -12,6 +12,7 @@ from .diagnostics import Diagnostic, error, warning
 # Which backends can keep frozen base weights off the device, and which can offload optimizer states.
 PARAM_OFFLOAD = {
     "deepspeed-zero2": (),
+    "deepspeed-zero3": ("cpu",),
     "accelerate-offload": ("cpu", "disk"),
     "naive-model-parallel": ("cpu", "disk"),
 }

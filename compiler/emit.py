@@ -86,7 +86,7 @@ def compile_spec(loaded: LoadedSpec) -> Build:
     argv = list(backend.launch_argv(spec))
     env = dict(getattr(backend, "launch_env", lambda s: {})(spec))
     files: dict[str, bytes] = {}
-    ds_config = backend.ds_config(spec)
+    ds_config = backend.ds_config(spec, loaded.spec_dir)
     if ds_config is not None:
         files["ds_config.json"] = dump_json(ds_config)
     files["accelerate_config.yaml"] = dump_yaml(backend.accelerate_config(spec))

@@ -6,7 +6,7 @@ from pydantic import Field
 
 from ._base import Section
 
-BACKEND_KINDS = ("auto", "deepspeed-zero2", "accelerate-offload", "naive-model-parallel")
+BACKEND_KINDS = ("auto", "deepspeed-zero2", "deepspeed-zero3", "accelerate-offload", "naive-model-parallel")
 
 
 class AutoBackend(Section):
@@ -18,6 +18,28 @@ class Zero2Backend(Section):
     overlap_comm: bool = Field(True, description="Overlap gradient reduction with backward.")
     reduce_bucket_size: int = Field(50_000_000, gt=0, description="Elements per gradient-reduction bucket.")
     allgather_bucket_size: int = Field(50_000_000, gt=0, description="Elements per all-gather bucket.")
+
+
+class Zero3Backend(Section):
+    kind: Literal["deepspeed-zero3"] = Field(
+        description="DeepSpeed ZeRO stage 3 data parallelism: the frozen weights are sharded too, from load on."
+    )
+    overlap_comm: bool = Field(True, description="Overlap gradient reduction and parameter gathering with compute.")
+    reduce_bucket_size: int | None = Field(
+        None, gt=0, description="Elements per gradient-reduction bucket; null: hidden_size squared."
+    )
+    prefetch_bucket_size: int | None = Field(
+        None, gt=0, description="Elements of parameters gathered ahead of use; null: 0.9 x hidden_size squared."
+    )
+    param_persistence_threshold: int | None = Field(
+        None, ge=0, description="Parameters with fewer elements stay whole on every rank; null: 10 x hidden_size."
+    )
+    max_live_parameters: int = Field(
+        1_000_000_000, gt=0, description="Most gathered parameter elements kept on a device before release."
+    )
+    max_reuse_distance: int = Field(
+        1_000_000_000, ge=0, description="Keep a gathered parameter if it is used again within this many elements."
+    )
 
 
 class OffloadBackend(Section):
@@ -34,6 +56,6 @@ class NaiveModelParallelBackend(Section):
 
 
 BackendSpec = Annotated[
-    AutoBackend | Zero2Backend | OffloadBackend | NaiveModelParallelBackend,
+    AutoBackend | Zero2Backend | Zero3Backend | OffloadBackend | NaiveModelParallelBackend,
     Field(discriminator="kind"),
 ]

@@ -22,7 +22,7 @@ class Spec(Section):
     strategies: StrategiesSpec = Field(default_factory=StrategiesSpec, description="Memory strategies.")
     backend: BackendSpec = Field(
         default_factory=lambda: {"kind": "auto"},
-        description="auto | deepspeed-zero2 | accelerate-offload | naive-model-parallel, "
+        description="auto | deepspeed-zero2 | deepspeed-zero3 | accelerate-offload | naive-model-parallel, "
         "or a mapping {kind: ..., options}.",
     )
     data: DataSpec = Field(description="Training data.")

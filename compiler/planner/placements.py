@@ -157,10 +157,7 @@ def _zero(ctx: Context, stage: int) -> tuple[list[DeviceUse], HostUse]:
         weights, note = working_set, "weights on CPU; gathered layer by layer"
     else:
         weights, note = ctx.weight_bytes // ranks + working_set, f"1/{ranks} of the weights plus the gathered working set"
-    backend = s.backend
-    reduce_bucket = getattr(backend, "reduce_bucket_size", 50_000_000)
-    gather_bucket = getattr(backend, "allgather_bucket_size", 50_000_000)
-    overlap = getattr(backend, "overlap_comm", True)
+    reduce_bucket, gather_bucket, overlap = _zero_buckets(s.backend, stage, arch)
     buckets = compute * (min(reduce_bucket, p) * (2 if overlap else 1) + min(gather_bucket, p))
     acts = step_activations(arch, ctx.shape(compute), range(arch.num_layers), True, True)
     parts = {"weights": weights, "lora_states": lora_states, "activations": acts.activations, "logits": acts.logits}
@@ -180,6 +177,20 @@ def _zero(ctx: Context, stage: int) -> tuple[list[DeviceUse], HostUse]:
         notes.append(f"frozen weights offloaded to CPU: {_gib(ctx.weight_bytes * local // ranks)} per node")
     host = HostUse(load, max(train, runtime), s.hardware.host_memory, ctx.checkpoint_disk(), notes)
     return devices, host
+
+
+def _zero_buckets(backend, stage: int, arch: Architecture) -> tuple[int, int, bool]:
+    """(reduce bucket, gather bucket, overlap) in elements, as the emitted ds_config.json sets them
+    (the spec's options when its backend is this stage, else the defaults)."""
+    overlap = getattr(backend, "overlap_comm", True)
+    if stage == 3:
+        from qcompile.backends.zero3 import stage3_sizes
+        from qcompile.schemas.backend import Zero3Backend
+
+        options = backend if isinstance(backend, Zero3Backend) else Zero3Backend(kind="deepspeed-zero3")
+        sizes = stage3_sizes(options, arch.hidden_size)
+        return sizes["reduce"], sizes["prefetch"], overlap
+    return getattr(backend, "reduce_bucket_size", 50_000_000), getattr(backend, "allgather_bucket_size", 50_000_000), overlap
 
 
 def zero2(ctx: Context) -> tuple[list[DeviceUse], HostUse]:

@@ -23,7 +23,7 @@ def example(name: str, **overrides) -> Spec:
 
 
 def test_registry_has_every_concrete_kind():
-    assert set(BACKENDS) == {"deepspeed-zero2", "accelerate-offload", "naive-model-parallel"}
+    assert set(BACKENDS) == {"deepspeed-zero2", "deepspeed-zero3", "accelerate-offload", "naive-model-parallel"}
     for kind in BACKENDS:
         assert get_backend(kind).kind == kind
     with pytest.raises(KeyError, match="known"):
@@ -32,14 +32,14 @@ def test_registry_has_every_concrete_kind():
 
 def test_zero2_ds_config_is_concrete_and_consistent():
     spec = example("zero2-cpu.yaml", training={"micro_batch_size": 3, "gradient_accumulation_steps": 5})
-    config = get_backend("deepspeed-zero2").ds_config(spec)
+    config = get_backend("deepspeed-zero2").ds_config(spec, EXAMPLES)
     assert "auto" not in json.dumps(config)
     assert config["train_batch_size"] == 3 * 5 * 2
     assert config["zero_optimization"]["stage"] == 2
     assert config["zero_optimization"]["offload_optimizer"] == {"device": "cpu", "pin_memory": False}
     assert config["zero_force_ds_cpu_optimizer"] is False
     no_offload = example("zero2-cpu.yaml", strategies={"offload": {"optimizer": "none", "params": "none"}})
-    assert "offload_optimizer" not in get_backend("deepspeed-zero2").ds_config(no_offload)["zero_optimization"]
+    assert "offload_optimizer" not in get_backend("deepspeed-zero2").ds_config(no_offload, EXAMPLES)["zero_optimization"]
 
 
 def test_zero2_on_cpu_launches_with_gloo_env_and_one_thread_per_rank():
@@ -64,7 +64,7 @@ def test_single_process_backends_run_one_process():
     for name, kind in (("offload-cpu.yaml", "accelerate-offload"), ("naive-mp-cpu.yaml", "naive-model-parallel")):
         spec, backend = example(name), get_backend(kind)
         assert backend.processes(spec) == backend.data_parallel_size(spec) == 1
-        assert backend.ds_config(spec) is None
+        assert backend.ds_config(spec, EXAMPLES) is None
         config = backend.accelerate_config(spec)
         assert config["num_processes"] == 1 and config["distributed_type"] == "NO" and config["use_cpu"] is True
     assert get_backend("accelerate-offload").launch_argv(example("offload-cpu.yaml"))[:4] == [

@@ -9,7 +9,7 @@ from qcompile.compiler.emit import emit
 from tests.conftest import REPO, TESTS, compare_golden
 
 SPECS = TESTS / "specs"
-CASES = ["deepspeed-zero2", "accelerate-offload", "naive-model-parallel"]
+CASES = ["deepspeed-zero2", "deepspeed-zero3", "accelerate-offload", "naive-model-parallel"]
 
 
 def normalised(text: str) -> str:

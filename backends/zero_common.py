@@ -1,0 +1,81 @@
+"""What the two DeepSpeed ZeRO backends share: the torchrun launch, the CPU environment, the
+batch/precision part of ds_config.json and the accelerate config that points at it. Each stage's
+module adds only its `zero_optimization` section and its own checks."""
+
+from __future__ import annotations
+
+from qcompile.compiler.diagnostics import Diagnostic, error
+
+from .base import TRAIN_ARGV, cpu_env
+
+MAX_GRAD_NORM = 1.0
+
+
+def check_precision(spec) -> list[Diagnostic]:
+    """DeepSpeed's fp16 engine needs loss scaling on a GPU; on CPU it refuses to start."""
+    if spec.hardware.accelerator == "cpu" and spec.strategies.mixed_precision == "fp16":
+        return [error(("strategies", "mixed_precision"), "DeepSpeed has no fp16 loss scaling on CPU",
+                      "fp16_on_cpu", 'use bf16 or "no" with accelerator: cpu')]
+    return []
+
+
+def offload_target(spec) -> dict:
+    return {"device": "cpu", "pin_memory": spec.hardware.accelerator == "cuda"}
+
+
+def ds_config(spec, zero: dict) -> dict:
+    """The full DeepSpeed JSON around a `zero_optimization` section, every value concrete."""
+    t, precision = spec.training, spec.strategies.mixed_precision
+    config = {
+        "train_micro_batch_size_per_gpu": t.micro_batch_size,
+        "gradient_accumulation_steps": t.gradient_accumulation_steps,
+        "train_batch_size": t.micro_batch_size * t.gradient_accumulation_steps * spec.hardware.world_size,
+        "gradient_clipping": MAX_GRAD_NORM,
+        "zero_optimization": zero,
+        # Trainer hands DeepSpeed a torch AdamW: no JIT-built op, and allowed with optimizer offload.
+        "zero_force_ds_cpu_optimizer": False,
+        "zero_allow_untested_optimizer": True,
+        "bf16": {"enabled": precision == "bf16"},
+        "fp16": {"enabled": precision == "fp16"},
+        "steps_per_print": 2**31 - 1,
+        "wall_clock_breakdown": False,
+    }
+    if precision == "fp16":
+        config["fp16"].update({"loss_scale": 0, "initial_scale_power": 16, "loss_scale_window": 1000,
+                               "hysteresis": 2, "min_loss_scale": 1})
+    return config
+
+
+def accelerate_config(spec, zero3_init: bool) -> dict:
+    # With deepspeed_config_file, accelerate refuses its own copies of the DeepSpeed fields
+    # (mixed_precision, gradient accumulation, offload, zero stage): they live in ds_config.json.
+    return {
+        "compute_environment": "LOCAL_MACHINE",
+        "distributed_type": "DEEPSPEED",
+        "deepspeed_config": {"deepspeed_config_file": "ds_config.json", "zero3_init_flag": zero3_init},
+        "num_machines": spec.hardware.nodes,
+        "num_processes": spec.hardware.world_size,
+        "machine_rank": 0,
+        "main_training_function": "main",
+        "rdzv_backend": "static",
+        "same_network": True,
+        "use_cpu": spec.hardware.accelerator == "cpu",
+    }
+
+
+def launch_argv(spec) -> list[str]:
+    argv = ["torchrun", f"--nproc-per-node={spec.hardware.devices_per_node}", "--tee=3"]  # tee: rank-prefixed lines
+    if spec.hardware.nodes > 1:
+        argv += [f"--nnodes={spec.hardware.nodes}", "--rdzv-backend=c10d"]
+    else:
+        argv += ["--standalone"]
+    return argv + TRAIN_ARGV
+
+
+def launch_env(spec) -> dict[str, str]:
+    env = cpu_env(spec)
+    if spec.hardware.accelerator == "cpu":
+        # ACCELERATE_USE_CPU would make accelerate pick plain MULTI_CPU DDP over DeepSpeed.
+        env.pop("ACCELERATE_USE_CPU")
+        env["DS_ACCELERATOR"] = "cpu"
+    return env
