@@ -149,8 +149,7 @@ def _zero(ctx: Context, stage: int) -> tuple[list[DeviceUse], HostUse]:
     lora_states = compute * p // (ranks if stage == 3 else 1) + compute * p // ranks
     lora_states += 0 if offload_opt else master
     layer = arch.layer_params() * ctx.dtype_bytes
-    head = (arch.head_params() + (arch.embedding_params() if arch.tie_word_embeddings else 0)) * ctx.dtype_bytes
-    working_set = max(2 * layer, arch.embedding_params() * ctx.dtype_bytes, head)
+    working_set = _gathered_elements(s.backend, arch, ranks) * ctx.dtype_bytes
     if stage == 2:
         weights, note = ctx.weight_bytes, "full copy of the frozen weights on every rank"
     elif offload_params:
@@ -179,16 +178,35 @@ def _zero(ctx: Context, stage: int) -> tuple[list[DeviceUse], HostUse]:
     return devices, host
 
 
+def _zero3_options(backend):
+    from qcompile.schemas.backend import Zero3Backend
+
+    return backend if isinstance(backend, Zero3Backend) else Zero3Backend(kind="deepspeed-zero3")
+
+
+def _gathered_elements(backend, arch: Architecture, ranks: int) -> int:
+    """Elements ZeRO-3 holds gathered beside the rank's own shard: up to stage3_max_live_parameters,
+    or every parameter reused within stage3_max_reuse_distance (at least the largest single tensor,
+    usually the embedding or lm_head), plus one prefetch bucket; never more than the whole model
+    (traced: tiny models stay wholly gathered). One rank's shard is the whole tensor: no copy."""
+    from qcompile.backends.zero3 import stage3_sizes
+
+    if ranks == 1:
+        return 0
+    options = _zero3_options(backend)
+    largest = max(arch.embedding_params(), arch.head_params(), arch.hidden_size * arch.intermediate_size)
+    kept = max(options.max_live_parameters, options.max_reuse_distance, largest)
+    return min(kept + stage3_sizes(options, arch.hidden_size)["prefetch"], arch.num_params())
+
+
 def _zero_buckets(backend, stage: int, arch: Architecture) -> tuple[int, int, bool]:
     """(reduce bucket, gather bucket, overlap) in elements, as the emitted ds_config.json sets them
     (the spec's options when its backend is this stage, else the defaults)."""
     overlap = getattr(backend, "overlap_comm", True)
     if stage == 3:
         from qcompile.backends.zero3 import stage3_sizes
-        from qcompile.schemas.backend import Zero3Backend
 
-        options = backend if isinstance(backend, Zero3Backend) else Zero3Backend(kind="deepspeed-zero3")
-        sizes = stage3_sizes(options, arch.hidden_size)
+        sizes = stage3_sizes(_zero3_options(backend), arch.hidden_size)
         return sizes["reduce"], sizes["prefetch"], overlap
     return getattr(backend, "reduce_bucket_size", 50_000_000), getattr(backend, "allgather_bucket_size", 50_000_000), overlap
 
