@@ -84,18 +84,49 @@ def _data_rule(spec: Spec, spec_dir: Path) -> list[Diagnostic]:
     return []
 
 
-def cross_field_diagnostics(spec: Spec, spec_dir: Path, memory_check: bool = True) -> list[Diagnostic]:
-    """Rules across sections, the backend's own checks, and (from the planner) architecture and budget."""
+def _rules_for(spec: Spec, kind: str) -> list[Diagnostic]:
     from qcompile.backends.registry import get_backend
+
+    backend = get_backend(kind)
+    return _backend_rules(spec, kind) + backend.check(spec) + _batch_rule(spec, backend.data_parallel_size(spec))
+
+
+def resolve_auto(spec: Spec, spec_dir: Path) -> tuple[str | None, list[Diagnostic]]:
+    """`backend: auto`: the fastest backend whose plan fits the budget and whose rules accept the spec."""
+    from qcompile.compiler import planner
+
+    try:
+        arch = planner.resolve_architecture(spec, spec_dir)
+    except planner.ArchitectureUnknown as exc:
+        return None, [error(("backend",), f"backend auto chooses from the memory plan, but {exc.message}",
+                            "auto_needs_architecture", exc.hint)]
+    _, plans = planner.choose_backend(spec, arch)
+    refused = []
+    for plan in plans:
+        if not plan.fits:
+            continue
+        problems = [d for d in _rules_for(spec, plan.backend) if d.is_error]
+        if not problems:
+            return plan.backend, []
+        refused.append(f"{plan.backend} fits but: {'; '.join(d.message for d in problems)}")
+    if not refused:
+        return None, planner.budget_diagnostics(spec, spec_dir)
+    return None, [Diagnostic("error", ("backend",), "no backend both fits the budget and accepts this spec",
+                             "auto_nothing_accepts", "name a backend and fix what it reports",
+                             notes=tuple(refused))]
+
+
+def cross_field_diagnostics(spec: Spec, spec_dir: Path, memory_check: bool = True) -> list[Diagnostic]:
+    """Rules across sections, the backend's own checks, and (from the planner) architecture and budget.
+    For `auto` the rules of the backend it would choose apply."""
     from qcompile.compiler import planner
 
     out = _precision_rules(spec) + _data_rule(spec, spec_dir)
     out += planner.architecture_diagnostics(spec, spec_dir)
-    kind = spec.backend.kind
-    if kind != "auto":
-        backend = get_backend(kind)
-        out += _backend_rules(spec, kind) + backend.check(spec)
-        out += _batch_rule(spec, backend.data_parallel_size(spec))
+    if spec.backend.kind == "auto":
+        kind, problems = resolve_auto(spec, spec_dir)
+        return out + problems + (_rules_for(spec, kind) if kind else [])
+    out += _rules_for(spec, spec.backend.kind)
     if memory_check and not any(d.is_error for d in out):
         out += planner.budget_diagnostics(spec, spec_dir)
     return out

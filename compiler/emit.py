@@ -51,19 +51,14 @@ def resolve_backend(loaded: LoadedSpec) -> tuple[Spec, object]:
     """The spec with a concrete backend (`auto` asks the planner) and that backend's object."""
     from qcompile.backends.registry import get_backend
 
-    from . import planner
-    from .checks import cross_field_diagnostics
+    from .checks import resolve_auto
 
     spec = loaded.spec
     if spec.backend.kind == "auto":
-        arch = planner.resolve_architecture(spec, loaded.spec_dir)
-        kind, _ = planner.choose_backend(spec, arch)
-        if kind is None:  # only reachable with --no-memory-check; the planner says what would fit
-            raise loaded.error(planner.budget_diagnostics(spec, loaded.spec_dir))
-        spec = Spec.model_validate({**spec.model_dump(), "backend": {"kind": kind}})
-        problems = [d for d in cross_field_diagnostics(spec, loaded.spec_dir, False) if d.is_error]
-        if problems:
+        kind, problems = resolve_auto(spec, loaded.spec_dir)
+        if kind is None:
             raise loaded.error(problems)
+        spec = Spec.model_validate({**spec.model_dump(), "backend": {"kind": kind}})
     return spec, get_backend(spec.backend.kind)
 
 
