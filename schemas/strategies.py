@@ -23,8 +23,10 @@ class StrategiesSpec(Section):
     )
     low_cpu_mem_usage: bool = Field(
         True,
-        description="Load without a full host copy: weights are created on the meta device and "
-        "safetensors are memory-mapped, so ranks on a node share the page cache.",
+        description="Keep host RAM at load near one copy per node: transformers 5 builds the model on the "
+        "meta device and memory-maps safetensors (ranks share the page cache); with this on, the ranks of a "
+        "node also load one after another so their transient peaks do not add up (ZeRO-3 instead "
+        "partitions while loading). Off, the planner counts a private copy per rank.",
     )
     max_seq_length: int = Field(2048, gt=0, description="Tokens per sample; longer samples are truncated.")
     attention: Literal["sdpa", "eager"] = Field("sdpa", description="Attention implementation.")
