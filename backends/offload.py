@@ -37,11 +37,11 @@ def weight_budget(spec, spec_dir: Path, kind: str) -> int:
     return max(spec.hardware.device_memory - activation_reserve(spec, spec_dir, kind), 0)
 
 
-def placement_budgets(spec, spec_dir: Path) -> dict[str, int]:
+def placement_budgets(spec, spec_dir: Path, kind: str = "accelerate-offload") -> dict[str, int]:
     """max_memory for accelerate: each device (less the plan's activation reserve), then host RAM
     when parameters may go to CPU. Keys are strings for JSON; train.py turns GPU indices into ints."""
     hw, params = spec.hardware, spec.strategies.offload.params
-    per_device = weight_budget(spec, spec_dir, "accelerate-offload")
+    per_device = weight_budget(spec, spec_dir, kind)
     if hw.accelerator == "cpu":
         return {"cpu": per_device}
     budgets = {str(i): per_device for i in range(hw.devices_per_node)}

@@ -8,7 +8,8 @@ Adding a backend is one function and one table row. Assumptions, stated once:
   data-parallel ranks. The HF/accelerate paths keep peft's fp32 adapters with torch AdamW (16 bytes per
   LoRA parameter with gradients, which persist across micro-batches only when accumulating).
 - Layer-splitting backends place the decoder layers in contiguous blocks, the embedding with the first
-  device and the final norm, lm_head and the loss with the last; offloaded layers run on the first.
+  device and the final norm, lm_head and the loss with the last; offloaded layers (and then the head)
+  run on the first. naive_layout is also the map naive-model-parallel loads with (planned_device_map).
 - A bf16 checkpoint loaded as bf16 with low_cpu_mem_usage is memory-mapped: the ranks of a node share
   one copy in the page cache. Any dtype conversion (or a load without low_cpu_mem_usage) gives each
   rank a private copy, about 1.8x its size at peak (bench/planner_accuracy.py).
@@ -248,44 +249,60 @@ def _layer_device(ctx: Context, d: int, layers: range, first: bool, last: bool, 
     return _device(ctx, name, parts)
 
 
-def naive_model_parallel(ctx: Context) -> tuple[list[DeviceUse], HostUse]:
-    s = ctx.spec
-    n = min(s.hardware.devices_per_node, ctx.arch.num_layers)
-    blocks = split_layers(ctx.arch.num_layers, n)
-    devices = [_layer_device(ctx, d, blk, d == 0, d == n - 1) for d, blk in enumerate(blocks)]
-    load, why = ctx.host_load(1)
-    host = HostUse(load, HOST_PER_PROCESS[s.hardware.accelerator], s.hardware.host_memory, ctx.checkpoint_disk(), [why])
-    return devices, host
+def fill_then_offload(ctx: Context, n: int) -> tuple[list[range], int]:
+    """The most layers that stay resident: for each first offloaded layer k from none down, whole
+    layers [0, k) fill devices 0..n-1 in order, device 0 already paying for running layers k.. and the
+    head; k is lowered only when offload.params allows. Returns the resident blocks and k (num_layers:
+    nothing offloaded). When nothing fits, the plan shows the overflow (without offload, all of it on
+    the last device)."""
+    num_layers = ctx.arch.num_layers
+    boundaries = range(num_layers, -1, -1) if ctx.spec.strategies.offload.params != "none" else [num_layers]
+    for k in boundaries:
+        blocks, placed = _fill(ctx, n, k)
+        if placed == k and all(d.peak <= d.budget for d in _offload_devices(ctx, blocks, k)):
+            return blocks, k
+    if k == num_layers:
+        blocks[-1] = range(blocks[-1].start, num_layers)
+    return blocks, k
 
 
-def accelerate_offload(ctx: Context) -> tuple[list[DeviceUse], HostUse]:
-    """Fill the devices in order with whole layers; the rest go to CPU (then disk) and run on device 0."""
-    s, arch, e = ctx.spec, ctx.arch, ctx.dtype_bytes
-    n, num_layers = s.hardware.devices_per_node, arch.num_layers
-    can_offload = s.strategies.offload.params != "none"
-    offload_from = num_layers  # first offloaded layer
-    blocks: list[range] = []
-    start = 0
+def _fill(ctx: Context, n: int, k: int) -> tuple[list[range], int]:
+    """Greedy contiguous blocks of layers [0, k), each device taking layers while it fits."""
+    run_offloaded, budget = _offloaded_run(ctx, k), ctx.spec.hardware.device_memory
+    blocks, start = [], 0
     for d in range(n):
         end = start
-        while end < num_layers:
-            last = end + 1 == num_layers and d == n - 1
-            if _layer_device(ctx, d, range(start, end + 1), d == 0, last).peak > s.hardware.device_memory:
-                break
+        while end < k and _placed_device(ctx, d, range(start, end + 1), n, run_offloaded).peak <= budget:
             end += 1
         blocks.append(range(start, end))
         start = end
-    if start < num_layers and can_offload:
-        offload_from = start
-    elif start < num_layers:
-        blocks[-1] = range(blocks[-1].start, num_layers)  # nowhere else to go: the plan shows the overflow
-    devices = _offload_devices(ctx, blocks, offload_from)
-    # Offloaded layers run on device 0: give up resident layers (from the end) until it fits there too.
-    while can_offload and devices[0].peak > devices[0].budget and offload_from > 0:
-        offload_from -= 1
-        blocks = [range(b.start, min(b.stop, offload_from)) for b in blocks]
-        devices = _offload_devices(ctx, blocks, offload_from)
-    offloaded = range(offload_from, num_layers)
+    return blocks, start
+
+
+def naive_layout(ctx: Context) -> tuple[list[range], int]:
+    """The even split when every device fits it (balanced devices, no streaming); else fill then
+    offload. planned_device_map turns this into the device_map the job loads with."""
+    n = min(ctx.spec.hardware.devices_per_node, ctx.arch.num_layers)
+    even = split_layers(ctx.arch.num_layers, n)
+    if all(d.peak <= d.budget for d in _offload_devices(ctx, even, ctx.arch.num_layers)):
+        return even, ctx.arch.num_layers
+    return fill_then_offload(ctx, n)
+
+
+def naive_model_parallel(ctx: Context) -> tuple[list[DeviceUse], HostUse]:
+    blocks, offload_from = naive_layout(ctx)
+    return _offload_devices(ctx, blocks, offload_from), _layer_host(ctx, offload_from)
+
+
+def accelerate_offload(ctx: Context) -> tuple[list[DeviceUse], HostUse]:
+    blocks, offload_from = fill_then_offload(ctx, ctx.spec.hardware.devices_per_node)
+    return _offload_devices(ctx, blocks, offload_from), _layer_host(ctx, offload_from)
+
+
+def _layer_host(ctx: Context, offload_from: int) -> HostUse:
+    """Host RAM and disk of a layer-placing backend: one process, plus the offloaded layers and head."""
+    s, arch, e = ctx.spec, ctx.arch, ctx.dtype_bytes
+    offloaded = range(offload_from, arch.num_layers)
     off_bytes = len(offloaded) * arch.layer_params() * e + (arch.head_params() * e if offloaded else 0)
     on_cpu = off_bytes if s.strategies.offload.params == "cpu" else 0
     load, why = ctx.host_load(1)
@@ -294,25 +311,36 @@ def accelerate_offload(ctx: Context) -> tuple[list[DeviceUse], HostUse]:
         notes.append(f"{len(offloaded)} layers and the head ({_gib(off_bytes)}) offloaded to {s.strategies.offload.params}")
     runtime = HOST_PER_PROCESS[s.hardware.accelerator]
     disk = ctx.checkpoint_disk() + (off_bytes if s.strategies.offload.params == "disk" else 0)
-    host = HostUse(load + on_cpu, runtime + on_cpu, s.hardware.host_memory, disk, notes)
-    return devices, host
+    return HostUse(load + on_cpu, runtime + on_cpu, s.hardware.host_memory, disk, notes)
 
 
 def _offload_devices(ctx: Context, blocks: list[range], offload_from: int) -> list[DeviceUse]:
-    arch, e, n = ctx.arch, ctx.dtype_bytes, len(blocks)
-    offloaded = range(offload_from, arch.num_layers)
-    devices = []
-    for d, blk in enumerate(blocks):
-        dev = _layer_device(ctx, d, blk, d == 0, d == n - 1 and not offloaded)
-        if d == 0 and offloaded:  # offloaded layers and the head execute on the main device
-            extra = _layer_device(ctx, d, offloaded, False, True)
-            for key in ("lora_states", "activations", "logits"):
-                dev.breakdown[key] += extra.breakdown[key]
-            dev.breakdown["weights"] += max(arch.layer_params(), arch.head_params()) * e  # streamed in
-            dev.breakdown.update(ctx.overheads(dev.tensor_bytes))
-            dev.note = f"runs layers {offload_from}-{arch.num_layers - 1} and the head from {ctx.spec.strategies.offload.params}"
-        devices.append(dev)
-    return devices
+    run_offloaded = _offloaded_run(ctx, offload_from)
+    return [_placed_device(ctx, d, blk, len(blocks), run_offloaded) for d, blk in enumerate(blocks)]
+
+
+def _offloaded_run(ctx: Context, offload_from: int) -> DeviceUse | None:
+    """What running layers offload_from.. and the head costs (on device 0); None when none is offloaded."""
+    if offload_from >= ctx.arch.num_layers:
+        return None
+    last = ctx.arch.num_layers - 1
+    run = _layer_device(ctx, 0, range(offload_from, last + 1), False, True)
+    run.note = f"runs layers {offload_from}-{last} and the head from {ctx.spec.strategies.offload.params}"
+    return run
+
+
+def _placed_device(ctx: Context, d: int, layers: range, n: int, run_offloaded: DeviceUse | None) -> DeviceUse:
+    """Device d of n holding `layers`: the embedding on the first, the head on the last unless it is
+    offloaded; offloaded layers and the head execute on the first."""
+    arch, e = ctx.arch, ctx.dtype_bytes
+    dev = _layer_device(ctx, d, layers, d == 0, d == n - 1 and run_offloaded is None)
+    if d == 0 and run_offloaded is not None:
+        for key in ("lora_states", "activations", "logits"):
+            dev.breakdown[key] += run_offloaded.breakdown[key]
+        dev.breakdown["weights"] += max(arch.layer_params(), arch.head_params()) * e  # streamed in
+        dev.breakdown.update(ctx.overheads(dev.tensor_bytes))
+        dev.note = run_offloaded.note
+    return dev
 
 
 PLACEMENTS = {

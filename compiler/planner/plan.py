@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from qcompile.schemas.units import format_bytes
 
 from .architecture import Architecture
-from .placements import PLACEMENTS, SPEED_ORDER, Context, DeviceUse, HostUse, split_layers
+from .placements import PLACEMENTS, SPEED_ORDER, Context, DeviceUse, HostUse, naive_layout
 
 
 @dataclass
@@ -211,13 +211,21 @@ def suggest_fixes(spec, arch: Architecture, kind: str, limit: int = 5) -> list[F
     return fixes
 
 
-def planned_device_map(spec, arch: Architecture) -> dict[str, int]:
-    """The layer placement the plan assumes for naive-model-parallel, as a transformers device_map."""
-    n = min(spec.hardware.devices_per_node, arch.num_layers)
-    device_map: dict[str, int] = {"model.embed_tokens": 0, "model.rotary_emb": 0}
-    for d, block in enumerate(split_layers(arch.num_layers, n)):
-        for i in block:
-            device_map[f"model.layers.{i}"] = d
-    device_map["model.norm"] = n - 1
-    device_map["lm_head"] = 0 if arch.tie_word_embeddings else n - 1
+def planned_device_map(spec, arch: Architecture) -> dict[str, int | str]:
+    """The placement naive-model-parallel's plan is computed for, as the transformers device_map the
+    job loads with: one source of truth, so the plan a user reads is what runs. GPUs are ints (all
+    resident modules are "cpu" on a CPU node); offloaded layers, norm and head are "cpu" or "disk"."""
+    blocks, offload_from = naive_layout(Context(spec, arch))
+    cpu_node = spec.hardware.accelerator == "cpu"
+
+    def device(d: int) -> int | str:
+        return "cpu" if cpu_node else d
+
+    spill = spec.strategies.offload.params
+    device_map: dict[str, int | str] = {"model.embed_tokens": device(0), "model.rotary_emb": device(0)}
+    for d, block in enumerate(blocks):
+        device_map.update({f"model.layers.{i}": device(d) for i in block})
+    device_map.update({f"model.layers.{i}": spill for i in range(offload_from, arch.num_layers)})
+    device_map["model.norm"] = spill if offload_from < arch.num_layers else device(len(blocks) - 1)
+    device_map["lm_head"] = device(0) if arch.tie_word_embeddings else device_map["model.norm"]
     return device_map

@@ -214,10 +214,13 @@ def case_for_spec(spec, arch) -> TraceCase:
 
 
 def single_device_spec(spec):
-    """The spec as the tracer runs it: one CPU device, no accumulation, peft's fp32 adapters."""
+    """The spec as the tracer runs it: one CPU device holding everything (no offload), no
+    accumulation, peft's fp32 adapters."""
     hardware = spec.hardware.model_copy(update={"accelerator": "cpu", "nodes": 1, "devices_per_node": 1})
     training = spec.training.model_copy(update={"gradient_accumulation_steps": 1})
-    return spec.model_copy(update={"hardware": hardware, "training": training})
+    offload = spec.strategies.offload.model_copy(update={"params": "none"})
+    strategies = spec.strategies.model_copy(update={"offload": offload})
+    return spec.model_copy(update={"hardware": hardware, "training": training, "strategies": strategies})
 
 
 def analytic_peak(spec, arch) -> int:

@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from qcompile.backends.naive_mp import DoesNotFit, assign_modules, device_budgets, planned_map
+from qcompile.backends.naive_mp import planned_map
+from qcompile.backends.offload import placement_budgets
 from qcompile.backends.registry import BACKENDS, get_backend
 from qcompile.backends.train_config import build_train_config
 from qcompile.schemas import Spec
@@ -91,30 +92,39 @@ def test_zero2_world_size_counts_every_rank():
     assert build_train_config(spec, EXAMPLES, get_backend("deepspeed-zero2"))["world_size"] == 2
 
 
-def test_assign_modules_fills_devices_in_order_within_budget():
-    sizes = [("embed", 30), ("l0", 40), ("l1", 40), ("l2", 40), ("head", 30)]
-    assert assign_modules(sizes, [(0, 80), (1, 80), ("disk", None)]) == {
-        "embed": 0, "l0": 0, "l1": 1, "l2": 1, "head": "disk"}
-    with pytest.raises(DoesNotFit):
-        assign_modules(sizes, [(0, 80), (1, 80)])
+def test_naive_max_memory_adds_cpu_only_when_params_may_go_there():
+    gpu = {"accelerator": "cuda", "devices_per_node": 2, "device_memory": "1GB"}
+    none = example("naive-mp-cpu.yaml", hardware=gpu, strategies={"offload": {"optimizer": "none", "params": "none"}})
+    assert set(placement_budgets(none, EXAMPLES, "naive-model-parallel")) == {"0", "1"}
+    disk = example("naive-mp-cpu.yaml", hardware=gpu)
+    budgets = placement_budgets(disk, EXAMPLES, "naive-model-parallel")
+    assert set(budgets) == {"0", "1", "cpu"} and budgets["cpu"] == 8 * 2**30 and budgets["0"] <= 10**9
 
 
-def test_budgets_add_cpu_and_disk_only_when_params_may_go_there():
-    gpu = example("naive-mp-cpu.yaml", hardware={"accelerator": "cuda", "devices_per_node": 2, "device_memory": "1GB"},
-                  strategies={"offload": {"optimizer": "none", "params": "none"}})
-    assert device_budgets(gpu) == [(0, 10**9), (1, 10**9)]
-    disk = example("naive-mp-cpu.yaml", hardware={"accelerator": "cuda", "devices_per_node": 2, "device_memory": "1GB"})
-    assert device_budgets(disk) == [(0, 10**9), (1, 10**9), ("cpu", 8 * 2**30), ("disk", None)]
-
-
-def test_planned_map_for_the_example_spills_to_disk_in_order():
-    pytest.importorskip("qcompile.compiler.planner.resolve")
+def test_naive_train_config_carries_the_planners_map_for_the_example():
     pytest.importorskip("transformers")  # to create the example model's config.json and weights
+    from qcompile.compiler import planner
     from tests.training.jobs import tiny_model
 
     tiny_model(EXAMPLES)
-    assert set(planned_map(example("naive-mp-cpu.yaml"), EXAMPLES).values()) == {"cpu"}  # the example fits
-    device_map = planned_map(example("naive-mp-cpu.yaml", hardware={"device_memory": "1800KiB"}), EXAMPLES)
-    order = list(device_map.values())
-    assert order[0] == "cpu" and order[-1] == "disk"
-    assert order == sorted(order, key=["cpu", "disk"].index)
+    spec = example("naive-mp-cpu.yaml")
+    arch = planner.resolve_architecture(spec, EXAMPLES)
+    config = build_train_config(spec, EXAMPLES, get_backend("naive-model-parallel"))["backend"]
+    assert config["device_map"] == planner.planned_device_map(spec, arch) == {
+        "model.embed_tokens": "cpu", "model.rotary_emb": "cpu", "model.layers.0": "cpu",
+        "model.layers.1": "disk", "model.layers.2": "disk", "model.layers.3": "disk",
+        "model.norm": "disk", "lm_head": "disk"}
+    assert planner.plan(spec, arch, "naive-model-parallel").fits  # the example fits because of the spill
+    roomy = example("naive-mp-cpu.yaml", hardware={"device_memory": "4MiB"})
+    assert set(planner.planned_device_map(roomy, arch).values()) == {"cpu"}
+    kept = example("naive-mp-cpu.yaml", strategies={"offload": {"optimizer": "none", "params": "none"}})
+    assert set(planner.planned_device_map(kept, arch).values()) == {"cpu"}
+    assert not planner.plan(kept, arch, "naive-model-parallel").fits  # no spill allowed: it says so
+
+
+def test_naive_unknown_architecture_leaves_the_map_to_accelerate(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    spec = Spec.model_validate({**example("naive-mp-cpu.yaml").model_dump(), "model": {"name": "acme/mystery"}})
+    config = get_backend("naive-model-parallel").train_config(spec, tmp_path)
+    assert planned_map(spec, tmp_path) is None and config["device_map"] is None
+    assert config["max_memory"] == {"cpu": spec.hardware.device_memory}

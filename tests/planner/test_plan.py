@@ -140,6 +140,29 @@ def test_planned_device_map_matches_the_plan(arch, qwen72b):
     assert sum(1 for k, v in device_map.items() if k.startswith("model.layers.") and v == 7) == 10
 
 
+def test_naive_mp_spills_to_cpu_when_the_gpus_are_too_small(arch):
+    """4 x 32 GiB cannot hold 134.6 GiB: the map the plan is computed for keeps what fits on the GPUs,
+    in order, and offloads the last layers and the head to CPU; each GPU's weights in the plan are
+    the modules the map puts there (plus the streamed layer on GPU 0, which runs the offloaded ones)."""
+    spec = spec_from(**{"hardware.devices_per_node": 4, "hardware.device_memory": "32GiB",
+                        "strategies.offload.params": "cpu", "backend": "naive-model-parallel"})
+    result, device_map = plan(spec, arch, "naive-model-parallel"), planned_device_map(spec, arch)
+    assert result.fits, result.reasons
+    layers = [device_map[f"model.layers.{i}"] for i in range(80)]
+    resident = [d for d in layers if d != "cpu"]
+    assert resident == sorted(resident) and set(resident) == {0, 1, 2, 3}
+    assert layers[len(resident):] == ["cpu"] * (80 - len(resident))  # the tail, in order
+    assert device_map["lm_head"] == device_map["model.norm"] == "cpu"
+    layer, embedding, head = arch.layer_params() * 2, arch.embedding_params() * 2, arch.head_params() * 2
+    for d, device in enumerate(result.devices):
+        expected = resident.count(d) * layer + (embedding + max(layer, head) if d == 0 else 0)
+        assert device.breakdown["weights"] == expected and device.peak <= device.budget
+    assert result.host.train_peak > (80 - len(resident)) * layer  # the offloaded layers live in host RAM
+    no_offload = spec_from(**{"hardware.devices_per_node": 4, "hardware.device_memory": "32GiB"})
+    assert "cpu" not in planned_device_map(no_offload, arch).values()
+    assert not plan(no_offload, arch, "naive-model-parallel").fits
+
+
 def test_offload_plan_moves_layers_off_a_small_gpu(arch):
     spec = spec_from(**{"hardware.devices_per_node": 1, "hardware.device_memory": "40GiB",
                         "strategies.offload.params": "cpu", "backend": "accelerate-offload"})

@@ -24,7 +24,6 @@ def tokenizer(model_dir):
 
 
 def job_config(tmp_path, example="naive-mp-cpu.yaml", **overrides) -> dict:
-    overrides.setdefault("hardware", {"device_memory": "1800KiB"})  # tight: layer 3 and the head go to disk
     overrides.setdefault("training", {})["output_dir"] = str(tmp_path / "out")
     build = build_job(spec_from(EXAMPLES / example, **overrides), EXAMPLES, tmp_path / "build")
     return json.loads((build / "train_config.json").read_text())
@@ -113,8 +112,10 @@ def test_offload_trap_peft_on_disk_offloaded_model_leaves_meta_adapters(script, 
 def test_offload_fix_every_adapter_is_real_and_gets_a_gradient(script, tmp_path):
     config = job_config(tmp_path)
     model = script.add_lora(script.load_base_model(config), config)
+    # the planner's map for the example: layers 1-3 (all with adapters) and the head on disk
+    on_disk = sorted(name for name, device in config["backend"]["device_map"].items() if device == "disk")
+    assert on_disk == ["lm_head", "model.layers.1", "model.layers.2", "model.layers.3", "model.norm"]
     assert "disk" in set(model.hf_device_map.values())
-    # the offloaded layer 3 carries adapters (lora.layers = [1, 2, 3])
     assert any(name.startswith("model.layers.3") and device == "disk" for name, device in model.hf_device_map.items())
     lora = {n: p for n, p in model.named_parameters() if p.requires_grad}
     assert lora and all(p.device.type == "cpu" for p in lora.values())

@@ -120,9 +120,10 @@ def test_offload_with_disk_trains_every_adapter(tmp_path, model_dir):
 
 
 def test_naive_model_parallel_trains_through_the_planned_split(tmp_path, model_dir):
-    # tighter than the example (which fits), so the map spills the last blocks to disk
-    output_dir, lines = run_example(tmp_path, "naive-mp-cpu.yaml", hardware={"device_memory": "1800KiB"})
-    assert any(line.startswith("placement:") and '"disk"' in line for line in lines)
+    # the example's budget fits only with layers 1-3 and the head streamed from disk (the planner's map)
+    output_dir, lines = run_example(tmp_path, "naive-mp-cpu.yaml")
+    placement = next(line for line in lines if line.startswith("placement:"))
+    assert '"disk"' in placement and '"cpu"' in placement
     assert_loss_falls(output_dir)
     assert_adapter_loads_and_changes_outputs(output_dir, model_dir)
     assert {int(key.split(".layers.")[1].split(".")[0]) for key in adapter(output_dir)} == {1, 2, 3}
