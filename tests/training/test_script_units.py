@@ -132,3 +132,16 @@ def test_offload_fix_every_adapter_is_real_and_gets_a_gradient(script, tmp_path)
     assert not unchanged
     # and the offloaded base weights are still the ones on disk, untouched
     assert all(p.device.type == "meta" for n, p in model.named_parameters() if "layers.3.self_attn.q_proj.base_layer" in n)
+
+
+def test_gpu_blocks_of_a_split_stay_whole(script, tmp_path):
+    """Only offloaded (cpu/disk) blocks are split to leaves; a layer on GPU 1 keeps its activation
+    function with it instead of bouncing to the execution device."""
+    config = job_config(tmp_path)
+    gpu_map = {"model.embed_tokens": 0, "model.rotary_emb": 0, "model.layers.0": 0, "model.layers.1": 0,
+               "model.layers.2": 1, "model.layers.3": 1, "model.norm": 1, "lm_head": "disk"}
+    config["backend"].update(device_map=gpu_map, execution_device=0)
+    kwargs = {"dtype": torch.float32, "revision": None, "trust_remote_code": False, "attn_implementation": "sdpa"}
+    placed = script.placement_map(config, kwargs)
+    assert {k: v for k, v in placed.items() if k != "lm_head"} == {k: v for k, v in gpu_map.items() if k != "lm_head"}
+    assert placed["lm_head"] == "disk"

@@ -182,7 +182,8 @@ def placement_map(cfg: dict, load_kwargs: dict) -> dict:
     expanded = {}
     for name, device in device_map.items():
         module = skeleton.get_submodule(name) if name else skeleton
-        if device == main or not list(module.children()):
+        offloaded = device in ("cpu", "disk") and device != main  # blocks on a GPU stay whole
+        if not offloaded or not list(module.children()):
             expanded[name] = device
             continue
         for child, sub in module.named_modules():
