@@ -87,6 +87,7 @@ class Offload:
     def train_config(self, spec, spec_dir: Path) -> dict:
         return {
             "device_map": None,  # accelerate infers it from max_memory at load time
+            "device_map_strategy": spec.model.device_map or "sequential",
             "execution_device": execution_device(spec),
             "max_memory": placement_budgets(spec, spec_dir),
             "offload_folder": str(resolve_output_dir(spec, spec_dir) / spec.backend.offload_folder),

@@ -56,6 +56,10 @@ def _backend_rules(spec: Spec, kind: str) -> list[Diagnostic]:
         out.append(error(("model", "device_map"), f"{kind} shards the model itself; device_map places whole "
                          "layers on devices and cannot be combined with ZeRO", "zero_with_device_map",
                          "remove model.device_map, or use naive-model-parallel / accelerate-offload"))
+    if spec.model.device_map is not None and kind == "naive-model-parallel":
+        out.append(warning(("model", "device_map"), "naive-model-parallel loads the split its memory plan "
+                           "computes (see `qcompile plan`); model.device_map is not used", "device_map_ignored",
+                           "remove model.device_map, or use accelerate-offload to let accelerate place layers"))
     if kind == "naive-model-parallel" and spec.hardware.nodes > 1:
         out.append(error(("hardware", "nodes"), "naive-model-parallel runs one process per model replica on one "
                          "node; several nodes would need several replicas", "naive_mp_processes",

@@ -20,6 +20,7 @@ class ModelSpec(Section):
     )
     device_map: Literal["auto", "balanced", "sequential"] | None = Field(
         None,
-        description="Let accelerate place the layers over devices at load time. Only for backends that "
-        "place layers (naive-model-parallel, accelerate-offload); ZeRO shards instead.",
+        description="How accelerate-offload spreads layers over the GPUs: sequential (fill each GPU in "
+        "turn; the default) or balanced/auto (even shares). ZeRO shards instead, so it is an error there; "
+        "naive-model-parallel loads the split its memory plan computes.",
     )

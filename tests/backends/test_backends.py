@@ -128,3 +128,14 @@ def test_naive_unknown_architecture_leaves_the_map_to_accelerate(tmp_path, monke
     config = get_backend("naive-model-parallel").train_config(spec, tmp_path)
     assert planned_map(spec, tmp_path) is None and config["device_map"] is None
     assert config["max_memory"] == {"cpu": spec.hardware.device_memory}
+
+
+def test_offload_passes_the_device_map_strategy(tmp_path):
+    from qcompile.backends.registry import get_backend
+    from qcompile.schemas import Spec
+
+    raw = {"version": 1, "model": {"name": "m", "device_map": "balanced"}, "backend": "accelerate-offload",
+           "hardware": {"device_memory": "8GiB", "host_memory": "16GiB"}, "data": {"path": "d"},
+           "training": {"output_dir": "o"}}
+    section = get_backend("accelerate-offload").train_config(Spec.model_validate(raw), tmp_path)
+    assert section["device_map_strategy"] == "balanced"

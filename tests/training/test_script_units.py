@@ -145,3 +145,12 @@ def test_gpu_blocks_of_a_split_stay_whole(script, tmp_path):
     placed = script.placement_map(config, kwargs)
     assert {k: v for k, v in placed.items() if k != "lm_head"} == {k: v for k, v in gpu_map.items() if k != "lm_head"}
     assert placed["lm_head"] == "disk"
+
+
+@pytest.mark.parametrize("strategy, devices", [("sequential", {0}), ("balanced", {0, 1})])
+def test_offload_device_map_strategy_reaches_accelerate(script, tmp_path, strategy, devices):
+    config = job_config(tmp_path)
+    config["backend"].update(device_map=None, execution_device=0, device_map_strategy=strategy,
+                             max_memory={"0": 10**7, "1": 10**7, "cpu": 10**9})
+    kwargs = {"dtype": torch.float32, "revision": None, "trust_remote_code": False, "attn_implementation": "sdpa"}
+    assert set(script.placement_map(config, kwargs).values()) == devices

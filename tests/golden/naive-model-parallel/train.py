@@ -166,6 +166,7 @@ def placement_map(cfg: dict, load_kwargs: dict) -> dict:
     offloaded block split to its leaf modules: offload hooks then sit on the frozen Linear layers
     that peft wraps, never on a parent of the LoRA weights (which would offload those too)."""
     from accelerate import infer_auto_device_map, init_empty_weights
+    from accelerate.utils import get_balanced_memory
     from transformers import AutoConfig
 
     backend = cfg["backend"]
@@ -176,8 +177,12 @@ def placement_map(cfg: dict, load_kwargs: dict) -> dict:
     device_map = backend.get("device_map")
     if not device_map:
         max_memory = {key if key in ("cpu", "disk") else int(key): value for key, value in backend["max_memory"].items()}
-        device_map = infer_auto_device_map(skeleton, max_memory=max_memory,
-                                           no_split_module_classes=skeleton._no_split_modules, dtype=load_kwargs["dtype"])
+        no_split = skeleton._no_split_modules
+        if backend.get("device_map_strategy") in ("auto", "balanced"):  # spread layers evenly over the GPUs
+            max_memory = get_balanced_memory(skeleton, max_memory=max_memory, no_split_module_classes=no_split,
+                                             dtype=load_kwargs["dtype"])
+        device_map = infer_auto_device_map(skeleton, max_memory=max_memory, no_split_module_classes=no_split,
+                                           dtype=load_kwargs["dtype"])
     main = backend["execution_device"]
     expanded = {}
     for name, device in device_map.items():
