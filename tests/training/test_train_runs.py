@@ -71,9 +71,20 @@ def kill_tree(process):
     process.wait()
 
 
+def kill_after_checkpoint(process, output_dir, step: int) -> None:
+    """SIGKILL the job as soon as checkpoint-`step` is committed; the specs leave several steps after
+    it so that a loaded machine still kills mid-run."""
+    committed = output_dir / "checkpoints" / f"checkpoint-{step}" / "QCOMPILE_COMPLETE"
+    deadline = time.time() + 300
+    while not committed.exists() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.005)
+    kill_tree(process)
+    assert committed.exists() and not (output_dir / "adapter_model.safetensors").exists(), "killed too late"
+
+
 def test_zero2_kill_9_then_resume_matches_uninterrupted_run(tmp_path, model_dir):
     overrides = {"hardware": {"devices_per_node": 1}, "lora": {"dropout": 0.1},
-                 "training": {"max_steps": 6, "save_steps": 3}}
+                 "training": {"max_steps": 9, "save_steps": 3}}
     full, _ = run_example(tmp_path, "zero2-cpu.yaml", "full", **overrides)
 
     from qcompile.backends.registry import get_backend
@@ -86,12 +97,7 @@ def test_zero2_kill_9_then_resume_matches_uninterrupted_run(tmp_path, model_dir)
     env = job_env(backend.launch_env(spec))
     process = subprocess.Popen(resolve_argv(backend.launch_argv(spec), False), cwd=build, env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    committed = tmp_path / "killed" / "out" / "checkpoints" / "checkpoint-3" / "QCOMPILE_COMPLETE"
-    deadline = time.time() + 300
-    while not committed.exists() and process.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    kill_tree(process)
-    assert not (tmp_path / "killed" / "out" / "adapter_model.safetensors").exists()
+    kill_after_checkpoint(process, tmp_path / "killed" / "out", 3)
 
     resumed, lines = run_example(tmp_path, "zero2-cpu.yaml", "killed", resume=True, **overrides)
     assert any("resuming from" in line for line in lines)

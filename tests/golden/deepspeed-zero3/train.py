@@ -202,7 +202,7 @@ def training_arguments(cfg: dict, config_dir: Path) -> TrainingArguments:
         warmup_steps=train["warmup_steps"],
         lr_scheduler_type=train["lr_scheduler"],
         max_grad_norm=train["max_grad_norm"],
-        optim="adamw_torch",
+        optim="adamw_torch_fused",  # one kernel for all LoRA tensors instead of ~10 small ops per tensor
         seed=train["seed"],
         data_seed=train["seed"],
         bf16=precision == "bf16",
