@@ -18,7 +18,7 @@ install:
 
 example: install
 	$(PYTHON) examples/make_tiny_model.py
-	qcompile run examples/zero2-cpu.yaml --force
+	$(PYTHON) -m qcompile run examples/zero2-cpu.yaml --force
 
 test: install
 	$(PYTHON) -m pytest -q

@@ -13,6 +13,7 @@ import os
 import shutil
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -27,6 +28,9 @@ from transformers import (
     set_seed,
 )
 from transformers.trainer_callback import PrinterCallback
+
+# The libraries' deprecation notices are not actionable in a generated job and bury the progress lines.
+warnings.filterwarnings("ignore", category=FutureWarning)
 
 CHECKPOINTS = "checkpoints"
 COMMITTED = "QCOMPILE_COMPLETE"  # written last: a checkpoint without it was interrupted mid-write
