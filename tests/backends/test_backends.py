@@ -1,6 +1,7 @@
 """Backends as pure objects: registry, configs, launch argv, train_config.json. No torch needed."""
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -74,12 +75,15 @@ def test_single_process_backends_run_one_process():
 
 def test_train_config_resolves_paths_against_the_spec_folder(tmp_path):
     spec = example("offload-cpu.yaml")
-    config = build_train_config(spec, EXAMPLES, get_backend("accelerate-offload"))
+    local = tmp_path / "models" / "tiny-qwen2"  # a local model directory beside the spec
+    local.mkdir(parents=True)
+    shutil.copy(REPO / "tests" / "specs" / "models" / "tiny-qwen2" / "config.json", local)
+    config = build_train_config(spec, tmp_path, get_backend("accelerate-offload"))
     assert set(config) == {"accelerator", "backend", "data", "lora", "model", "strategies", "training", "world_size"}
-    assert config["data"]["path"] == str(EXAMPLES / "data" / "chat.jsonl")
-    assert config["training"]["output_dir"] == str((REPO / "runs" / "example-offload").resolve())
-    assert config["backend"]["offload_folder"] == str((REPO / "runs" / "example-offload" / "offload").resolve())
-    assert config["model"]["path"] == str(EXAMPLES / "models" / "tiny-qwen2")
+    assert config["data"]["path"] == str(tmp_path / "data" / "chat.jsonl")
+    assert config["training"]["output_dir"] == str((tmp_path.parent / "runs" / "example-offload").resolve())
+    assert config["backend"]["offload_folder"] == str((tmp_path.parent / "runs" / "example-offload" / "offload").resolve())
+    assert config["model"]["path"] == str(tmp_path / "models" / "tiny-qwen2")
     # the weight budget is device_memory less the plan's activation reserve
     assert 0 < config["backend"]["max_memory"]["cpu"] < spec.hardware.device_memory
     assert config["world_size"] == 1
