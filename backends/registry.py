@@ -5,10 +5,10 @@ from __future__ import annotations
 from .base import Backend
 from .naive_mp import NaiveModelParallel
 from .offload import Offload
-from .zero2 import Zero2
-from .zero3 import Zero3
+from .zero2 import ZERO2
+from .zero3 import ZERO3
 
-BACKENDS: dict[str, Backend] = {b.kind: b for b in (Zero2(), Zero3(), Offload(), NaiveModelParallel())}
+BACKENDS: dict[str, Backend] = {b.kind: b for b in (ZERO2, ZERO3, Offload(), NaiveModelParallel())}
 
 
 def get_backend(kind: str) -> Backend:

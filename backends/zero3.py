@@ -7,8 +7,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from qcompile.compiler.diagnostics import Diagnostic
-
 from . import zero_common
 
 # DeepSpeed's own defaults, used when the architecture (hence hidden_size) is unknown.
@@ -40,49 +38,27 @@ def hidden_size(spec, spec_dir: Path) -> int | None:
         return None
 
 
-class Zero3:
-    kind = "deepspeed-zero3"
-    uses_deepspeed = True
+def zero3_section(spec, spec_dir: Path) -> dict:
+    options = spec.backend
+    sizes = stage3_sizes(options, hidden_size(spec, spec_dir))
+    zero = {
+        "stage": 3,
+        "overlap_comm": options.overlap_comm,
+        "contiguous_gradients": True,
+        "reduce_bucket_size": sizes["reduce"],
+        "stage3_prefetch_bucket_size": sizes["prefetch"],
+        "stage3_param_persistence_threshold": sizes["persistence"],
+        "stage3_max_live_parameters": options.max_live_parameters,
+        "stage3_max_reuse_distance": options.max_reuse_distance,
+        # The Trainer gathers only the trainable (LoRA) weights when saving; a full 16-bit
+        # gather of the frozen base would be the whole model on rank 0 at every checkpoint.
+        "stage3_gather_16bit_weights_on_model_save": False,
+    }
+    if spec.strategies.offload.optimizer == "cpu":
+        zero["offload_optimizer"] = zero_common.offload_target(spec)
+    if spec.strategies.offload.params == "cpu":
+        zero["offload_param"] = zero_common.offload_target(spec)
+    return zero
 
-    def check(self, spec) -> list[Diagnostic]:
-        return zero_common.check_precision(spec)
 
-    def processes(self, spec) -> int:
-        return spec.hardware.devices_per_node
-
-    def data_parallel_size(self, spec) -> int:
-        return spec.hardware.world_size
-
-    def ds_config(self, spec, spec_dir: Path) -> dict:
-        options = spec.backend
-        sizes = stage3_sizes(options, hidden_size(spec, spec_dir))
-        zero = {
-            "stage": 3,
-            "overlap_comm": options.overlap_comm,
-            "contiguous_gradients": True,
-            "reduce_bucket_size": sizes["reduce"],
-            "stage3_prefetch_bucket_size": sizes["prefetch"],
-            "stage3_param_persistence_threshold": sizes["persistence"],
-            "stage3_max_live_parameters": options.max_live_parameters,
-            "stage3_max_reuse_distance": options.max_reuse_distance,
-            # The Trainer gathers only the trainable (LoRA) weights when saving; a full 16-bit
-            # gather of the frozen base would be the whole model on rank 0 at every checkpoint.
-            "stage3_gather_16bit_weights_on_model_save": False,
-        }
-        if spec.strategies.offload.optimizer == "cpu":
-            zero["offload_optimizer"] = zero_common.offload_target(spec)
-        if spec.strategies.offload.params == "cpu":
-            zero["offload_param"] = zero_common.offload_target(spec)
-        return zero_common.ds_config(spec, zero)
-
-    def accelerate_config(self, spec) -> dict:
-        return zero_common.accelerate_config(spec, zero3_init=True)
-
-    def train_config(self, spec, spec_dir: Path) -> dict:
-        return {"ds_config": "ds_config.json"}
-
-    def launch_argv(self, spec) -> list[str]:
-        return zero_common.launch_argv(spec)
-
-    def launch_env(self, spec) -> dict[str, str]:
-        return zero_common.launch_env(spec)
+ZERO3 = zero_common.ZeroBackend("deepspeed-zero3", 3, zero3_section)

@@ -1,8 +1,12 @@
-"""What the two DeepSpeed ZeRO backends share: the torchrun launch, the CPU environment, the
-batch/precision part of ds_config.json and the accelerate config that points at it. Each stage's
-module adds only its `zero_optimization` section and its own checks."""
+"""What the two DeepSpeed ZeRO backends share: one backend class, the torchrun launch, the CPU
+environment, the batch/precision part of ds_config.json and the accelerate config that points at it.
+Each stage's module supplies only its `zero_optimization` section."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 
 from qcompile.compiler.diagnostics import Diagnostic, error
 
@@ -79,3 +83,38 @@ def launch_env(spec) -> dict[str, str]:
         env.pop("ACCELERATE_USE_CPU")
         env["DS_ACCELERATOR"] = "cpu"
     return env
+
+
+@dataclass(frozen=True)
+class ZeroBackend:
+    """A DeepSpeed ZeRO backend: data parallel over every device, launched with torchrun; the stage
+    decides what is partitioned, through its `zero_optimization` section."""
+
+    kind: str
+    stage: int
+    zero_section: Callable[..., dict]  # (spec, spec_dir) -> zero_optimization
+    uses_deepspeed: bool = True
+
+    def check(self, spec) -> list[Diagnostic]:
+        return check_precision(spec)
+
+    def processes(self, spec) -> int:
+        return spec.hardware.devices_per_node
+
+    def data_parallel_size(self, spec) -> int:
+        return spec.hardware.world_size
+
+    def ds_config(self, spec, spec_dir: Path) -> dict:
+        return ds_config(spec, self.zero_section(spec, spec_dir))
+
+    def accelerate_config(self, spec) -> dict:
+        return accelerate_config(spec, zero3_init=self.stage == 3)
+
+    def train_config(self, spec, spec_dir: Path) -> dict:
+        return {"ds_config": "ds_config.json"}
+
+    def launch_argv(self, spec) -> list[str]:
+        return launch_argv(spec)
+
+    def launch_env(self, spec) -> dict[str, str]:
+        return launch_env(spec)

@@ -12,7 +12,6 @@ import sys
 
 import click
 
-from qcompile.compiler.diagnostics import SpecError
 
 from .errors import EXIT_USER, UserError, handle_errors
 

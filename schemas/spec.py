@@ -5,7 +5,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from ._base import Section
-from .backend import BACKEND_KINDS, BackendSpec
+from .backend import BackendSpec
 from .data import DataSpec
 from .hardware import HardwareSpec
 from .lora import LoraSpec

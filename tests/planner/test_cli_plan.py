@@ -4,7 +4,7 @@ from click.testing import CliRunner
 
 from qcompile.cli.plan import plan
 
-from .conftest import EXAMPLE, ROOT
+from .conftest import EXAMPLE
 
 
 def _run(*args):

@@ -144,7 +144,7 @@ def build_dataset(cfg: dict, tokenizer) -> list:
 def load_base_model(cfg: dict):
     """transformers 5 builds the skeleton on the meta device and fills it from memory-mapped
     safetensors; low_cpu_mem_usage additionally lets the ranks of a node load one after another."""
-    model_cfg, backend = cfg["model"], cfg["backend"]
+    model_cfg = cfg["model"]
     kwargs = {
         "dtype": getattr(torch, model_cfg["dtype"]),
         "revision": model_cfg["revision"],
@@ -152,7 +152,7 @@ def load_base_model(cfg: dict):
         "attn_implementation": model_cfg["attention"],
     }
     kwargs["device_map"] = placement_map(cfg, kwargs)
-    kwargs["offload_folder"] = backend["offload_folder"]
+    kwargs["offload_folder"] = cfg["backend"]["offload_folder"]
     log(f"placement: {json.dumps(summarise_map(kwargs['device_map']))}")
     staggered = model_cfg["low_cpu_mem_usage"] and torch.distributed.is_available() and torch.distributed.is_initialized()
     local_rank, local_size = int(os.environ.get("LOCAL_RANK", "0")), int(os.environ.get("LOCAL_WORLD_SIZE", "1"))

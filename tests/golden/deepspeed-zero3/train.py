@@ -144,7 +144,7 @@ def build_dataset(cfg: dict, tokenizer) -> list:
 def load_base_model(cfg: dict):
     """transformers 5 builds the skeleton on the meta device and fills it from memory-mapped
     safetensors; low_cpu_mem_usage additionally lets the ranks of a node load one after another."""
-    model_cfg, backend = cfg["model"], cfg["backend"]
+    model_cfg = cfg["model"]
     kwargs = {
         "dtype": getattr(torch, model_cfg["dtype"]),
         "revision": model_cfg["revision"],
