@@ -55,3 +55,19 @@ def cpu_env(spec: Spec) -> dict[str, str]:
 
 def world_size(spec: Spec, processes_per_node: int) -> int:
     return spec.hardware.nodes * processes_per_node
+
+
+def single_process_accelerate_config(spec: Spec) -> dict:
+    """One process that places the model over the node's devices itself (no DDP, no DeepSpeed)."""
+    return {
+        "compute_environment": "LOCAL_MACHINE",
+        "distributed_type": "NO",
+        "num_machines": 1,
+        "num_processes": 1,
+        "machine_rank": 0,
+        "main_training_function": "main",
+        "mixed_precision": spec.strategies.mixed_precision,
+        "use_cpu": spec.hardware.accelerator == "cpu",
+        "gpu_ids": "all",
+        "downcast_bf16": "no",
+    }

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from qcompile.compiler.diagnostics import Diagnostic
 
-from .base import TRAIN_ARGV, cpu_env
+from .base import TRAIN_ARGV, cpu_env, single_process_accelerate_config
 from .offload import execution_device, placement_budgets, resolve_output_dir
 
 
@@ -41,18 +41,7 @@ class NaiveModelParallel:
         return None
 
     def accelerate_config(self, spec) -> dict:
-        return {
-            "compute_environment": "LOCAL_MACHINE",
-            "distributed_type": "NO",
-            "num_machines": 1,
-            "num_processes": 1,
-            "machine_rank": 0,
-            "main_training_function": "main",
-            "mixed_precision": spec.strategies.mixed_precision,
-            "use_cpu": spec.hardware.accelerator == "cpu",
-            "gpu_ids": "all",
-            "downcast_bf16": "no",
-        }
+        return single_process_accelerate_config(spec)
 
     def train_config(self, spec, spec_dir: Path) -> dict:
         return {

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from qcompile.compiler.diagnostics import Diagnostic, error
 
-from .base import TRAIN_ARGV, cpu_env
+from .base import TRAIN_ARGV, cpu_env, single_process_accelerate_config
 
 
 def resolve_output_dir(spec, spec_dir: Path) -> Path:
@@ -71,18 +71,7 @@ class Offload:
         return None
 
     def accelerate_config(self, spec) -> dict:
-        return {
-            "compute_environment": "LOCAL_MACHINE",
-            "distributed_type": "NO",
-            "num_machines": 1,
-            "num_processes": 1,
-            "machine_rank": 0,
-            "main_training_function": "main",
-            "mixed_precision": spec.strategies.mixed_precision,
-            "use_cpu": spec.hardware.accelerator == "cpu",
-            "gpu_ids": "all",
-            "downcast_bf16": "no",
-        }
+        return single_process_accelerate_config(spec)
 
     def train_config(self, spec, spec_dir: Path) -> dict:
         return {
