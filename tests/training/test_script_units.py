@@ -154,3 +154,16 @@ def test_offload_device_map_strategy_reaches_accelerate(script, tmp_path, strate
                              max_memory={"0": 10**7, "1": 10**7, "cpu": 10**9})
     kwargs = {"dtype": torch.float32, "revision": None, "trust_remote_code": False, "attn_implementation": "sdpa"}
     assert set(script.placement_map(config, kwargs).values()) == devices
+
+
+def test_resume_discards_only_interrupted_newer_checkpoints(script, tmp_path):
+    folder = tmp_path / "checkpoints"
+    for step, committed in ((4, True), (6, False), (8, True), (12, False)):
+        (folder / f"checkpoint-{step}").mkdir(parents=True)
+        if committed:
+            (folder / f"checkpoint-{step}" / script.COMMITTED).write_text("")
+    (folder / "checkpoint-2").mkdir()  # older and uncommitted: not this resume's business
+    resumed = script.latest_checkpoint(tmp_path)
+    assert resumed.name == "checkpoint-8"
+    script.discard_interrupted_checkpoints(tmp_path, resumed)
+    assert sorted(p.name for p in folder.iterdir()) == ["checkpoint-2", "checkpoint-4", "checkpoint-6", "checkpoint-8"]

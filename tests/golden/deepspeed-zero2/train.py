@@ -277,6 +277,17 @@ def latest_checkpoint(output_dir: Path):
     return max(done, key=lambda p: int(p.name.split("-")[-1]), default=None)
 
 
+def discard_interrupted_checkpoints(output_dir: Path, resumed: Path) -> None:
+    """Checkpoints newer than the one resumed were being written when the run died: the resumed run
+    writes them again, and must not find half of an old one there."""
+    step = int(resumed.name.split("-")[-1])
+    for folder in (output_dir / CHECKPOINTS).glob("checkpoint-*"):
+        number = folder.name.split("-")[-1]
+        if number.isdigit() and int(number) > step and not (folder / COMMITTED).exists():
+            shutil.rmtree(folder)
+            log(f"discarded {folder.name}: interrupted while being written")
+
+
 def save_adapter(trainer: Trainer, output_dir: Path) -> None:
     """Write the final adapter next to a temporary copy, then move each file into place."""
     staging = output_dir / ".adapter.tmp"
@@ -343,6 +354,8 @@ def run(config_path: Path, resume: bool) -> None:
                 copy_adapter(checkpoint, output_dir)
             return
         log(f"resuming from {checkpoint}")
+        if rank() == 0:
+            discard_interrupted_checkpoints(output_dir, checkpoint)
     trainer.train(resume_from_checkpoint=str(checkpoint) if resume and checkpoint is not None else None)
     save_adapter(trainer, output_dir)
     log(f"adapter saved to {output_dir}")
