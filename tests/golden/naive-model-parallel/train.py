@@ -450,7 +450,16 @@ def main(argv=None) -> int:
     except JobError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         return 1
+    finally:
+        leave_process_group()
     return 0
+
+
+def leave_process_group() -> None:
+    """Tear the process group down before the interpreter does: gloo's threads dying at exit can
+    abort a rank that has finished its work."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":
