@@ -52,7 +52,7 @@ class NaiveModelParallel:
         }
 
     def launch_argv(self, spec) -> list[str]:
-        return ["python", *TRAIN_ARGV]
+        return ["python3", *TRAIN_ARGV]
 
     def launch_env(self, spec) -> dict[str, str]:
         return cpu_env(spec)

@@ -18,7 +18,7 @@ RANK_PREFIX = re.compile(r"^\[default(\d+)\]:(.*)$")
 FAILED_RANK = re.compile(r"failed \(exitcode: (-?\d+)\) local_rank: (\d+)")
 # Launchers resolved against the running interpreter, so a job uses the same environment as qcompile.
 LAUNCHERS = {
-    "python": [sys.executable],
+    "python3": [sys.executable],
     "torchrun": [sys.executable, "-m", "torch.distributed.run"],
     "accelerate": [sys.executable, "-m", "accelerate.commands.accelerate_cli"],
 }
