@@ -53,8 +53,10 @@ def cpu_env(spec: Spec) -> dict[str, str]:
     return env
 
 
-def world_size(spec: Spec, processes_per_node: int) -> int:
-    return spec.hardware.nodes * processes_per_node
+def resolve_path(name: str, spec_dir: Path) -> Path:
+    """A path from the spec, made absolute: relative paths are read from the spec's folder."""
+    path = Path(name).expanduser()
+    return (path if path.is_absolute() else Path(spec_dir) / path).resolve()
 
 
 def single_process_accelerate_config(spec: Spec) -> dict:

@@ -8,12 +8,11 @@ from pathlib import Path
 
 from qcompile.compiler.diagnostics import Diagnostic, error
 
-from .base import TRAIN_ARGV, cpu_env, single_process_accelerate_config
+from .base import TRAIN_ARGV, cpu_env, resolve_path, single_process_accelerate_config
 
 
 def resolve_output_dir(spec, spec_dir: Path) -> Path:
-    out = Path(spec.training.output_dir).expanduser()
-    return (out if out.is_absolute() else Path(spec_dir) / out).resolve()
+    return resolve_path(spec.training.output_dir, spec_dir)
 
 
 def execution_device(spec) -> str | int:

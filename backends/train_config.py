@@ -5,22 +5,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .base import resolve_path
 from .offload import resolve_output_dir
 from .zero_common import MAX_GRAD_NORM
 
 
 def resolve_model(name: str, spec_dir: Path) -> str:
     """A local directory (relative to the spec, or absolute) becomes an absolute path; a hub id stays."""
-    path = Path(name).expanduser()
-    candidate = path if path.is_absolute() else Path(spec_dir) / path
+    candidate = resolve_path(name, spec_dir)
     if candidate.exists() or name.startswith((".", "/", "~")):
-        return str(candidate.resolve())
+        return str(candidate)
     return name
-
-
-def resolve_file(name: str, spec_dir: Path) -> str:
-    path = Path(name).expanduser()
-    return str((path if path.is_absolute() else Path(spec_dir) / path).resolve())
 
 
 def build_train_config(spec, spec_dir: Path, backend) -> dict:
@@ -52,7 +47,7 @@ def build_train_config(spec, spec_dir: Path, backend) -> dict:
             "max_seq_length": strategies.max_seq_length,
             "offload": {"optimizer": strategies.offload.optimizer, "params": strategies.offload.params},
         },
-        "data": {"path": resolve_file(spec.data.path, spec_dir), "format": spec.data.format},
+        "data": {"path": str(resolve_path(spec.data.path, spec_dir)), "format": spec.data.format},
         "training": {
             "micro_batch_size": training.micro_batch_size,
             "gradient_accumulation_steps": training.gradient_accumulation_steps,

@@ -39,8 +39,9 @@ def build_job(spec: Spec, spec_dir: Path, build_dir: Path) -> Path:
     backend = get_backend(spec.backend.kind)
     build_dir.mkdir(parents=True, exist_ok=True)
     dump = lambda data: json.dumps(data, sort_keys=True, indent=2) + "\n"  # noqa: E731
-    if backend.ds_config(spec, spec_dir) is not None:
-        (build_dir / "ds_config.json").write_text(dump(backend.ds_config(spec, spec_dir)))
+    ds_config = backend.ds_config(spec, spec_dir)
+    if ds_config is not None:
+        (build_dir / "ds_config.json").write_text(dump(ds_config))
     (build_dir / "accelerate_config.yaml").write_text(yaml.safe_dump(backend.accelerate_config(spec), sort_keys=True))
     (build_dir / "train_config.json").write_text(dump(build_train_config(spec, spec_dir, backend)))
     (build_dir / "train.py").write_text(render_train_py(spec.backend.kind))
