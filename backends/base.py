@@ -1,25 +1,58 @@
-"""The contract every backend keeps. Backends are small pure objects: they check a spec, build the
-artifact dicts and the launch argv. They never render, write files or import torch."""
+"""The contract every backend keeps, and the helpers several share.
+
+A backend is one object: its kind, description, spec options, speed rank, what it accepts, its memory
+model (`placement`), the generated-script parts it needs, its rules, its artifacts and its launch
+command. Schema, checks, planner, CLI and templates derive from the registry of these objects.
+Backends are pure: they never render, write files or import torch. Every method that takes a spec
+gets one whose `backend` section holds this backend's own options (the compile context sees to it).
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
+    from qcompile.compiler.context import CompileContext
     from qcompile.compiler.diagnostics import Diagnostic
-    from qcompile.schemas import Spec
+    from qcompile.compiler.planner.memory import Context, DeviceUse, HostUse
+    from qcompile.schemas._base import Section
+    from qcompile.schemas.spec import Spec
 
 # Every generated job is started the same way from its build directory.
 TRAIN_ARGV = ["train.py", "--config", "train_config.json"]
 
 
+@dataclass(frozen=True)
+class Accepts:
+    """What a backend can do with a spec; the rules and the planner's suggestions read this."""
+
+    param_offload: tuple[str, ...] = ()  # where frozen base weights may go: "cpu", "disk"
+    optimizer_offload: bool = False  # LoRA optimizer states on CPU (a DeepSpeed feature)
+    layer_placement: bool = False  # places whole layers on devices: model.device_map applies
+    multi_node: bool = True
+    fp16_on_cpu: bool = True
+
+
+@runtime_checkable
 class Backend(Protocol):
     kind: str  # the spec's backend.kind
+    description: str  # one line: shown in the schema, `qcompile plan` and the docs
+    options: type[Section]  # its spec section's fields, without `kind` (the registry adds it)
+    speed_rank: int  # lower is faster; `auto` tries backends in this order
+    accepts: Accepts
     uses_deepspeed: bool
+    script_parts: tuple[str, ...]  # parts of templates/script/ the generated train.py includes
 
     def check(self, spec: Spec) -> list[Diagnostic]:
-        """Cross-field rules this backend adds (paths point into the spec)."""
+        """Rules this backend adds beyond what `accepts` says (paths point into the spec)."""
+
+    def placement(self, ctx: Context) -> tuple[list[DeviceUse], HostUse]:
+        """The memory model: per-device bytes by category, and host RAM per node."""
+
+    def overflow_reason(self, spec: Spec, device: DeviceUse) -> str | None:
+        """Why a device over budget is over, when this backend knows better than the generic text."""
 
     def processes(self, spec: Spec) -> int:
         """Processes launched per node."""
@@ -27,13 +60,13 @@ class Backend(Protocol):
     def data_parallel_size(self, spec: Spec) -> int:
         """Model replicas that see different data (the batch arithmetic's world size)."""
 
-    def ds_config(self, spec: Spec, spec_dir: Path) -> dict | None:
+    def ds_config(self, ctx: CompileContext) -> dict | None:
         """The DeepSpeed JSON as a dict with concrete values, or None when DeepSpeed is not used."""
 
     def accelerate_config(self, spec: Spec) -> dict:
         """The accelerate config file as a dict."""
 
-    def train_config(self, spec: Spec, spec_dir: Path) -> dict:
+    def train_config(self, ctx: CompileContext) -> dict:
         """The backend's part of train_config.json (its `backend` section), which train.py reads."""
 
     def launch_argv(self, spec: Spec) -> list[str]:
@@ -41,6 +74,11 @@ class Backend(Protocol):
 
     def launch_env(self, spec: Spec) -> dict[str, str]:
         """Environment the launcher needs beyond the caller's (e.g. DS_ACCELERATOR=cpu)."""
+
+
+REQUIRED = tuple(name for name in Backend.__annotations__) + tuple(
+    name for name, value in vars(Backend).items() if callable(value) and not name.startswith("_")
+)
 
 
 def cpu_env(spec: Spec) -> dict[str, str]:
@@ -57,6 +95,10 @@ def resolve_path(name: str, spec_dir: Path) -> Path:
     """A path from the spec, made absolute: relative paths are read from the spec's folder."""
     path = Path(name).expanduser()
     return (path if path.is_absolute() else Path(spec_dir) / path).resolve()
+
+
+def resolve_output_dir(spec: Spec, spec_dir: Path) -> Path:
+    return resolve_path(spec.training.output_dir, spec_dir)
 
 
 def single_process_accelerate_config(spec: Spec) -> dict:

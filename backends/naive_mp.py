@@ -1,35 +1,43 @@
 """naive-model-parallel: one process; the layers split over the node's devices by the map the memory
-planner computed its plan for (planner.planned_device_map), so the plan a user reads is what runs;
+plan is computed for (layer_placement.planned_device_map), so the plan a user reads is what runs;
 it is written to train_config.json at compile time."""
 
 from __future__ import annotations
 
-from pathlib import Path
+from qcompile.compiler.diagnostics import Diagnostic, warning
+from qcompile.compiler.planner.memory import Context, DeviceUse, HostUse
+from qcompile.schemas._base import Section
 
-from qcompile.compiler.diagnostics import Diagnostic
+from .base import TRAIN_ARGV, Accepts, cpu_env, resolve_output_dir, single_process_accelerate_config
+from .layer_placement import naive_model_parallel, planned_device_map
+from .offload import execution_device, placement_budgets
 
-from .base import TRAIN_ARGV, cpu_env, single_process_accelerate_config
-from .offload import execution_device, placement_budgets, resolve_output_dir
 
-
-def planned_map(spec, spec_dir: Path) -> dict | None:
-    """The planner's device_map for this spec (the one its memory plan is computed for), or None when
-    the architecture is unknown: train.py then asks accelerate with max_memory instead."""
-    from qcompile.compiler import planner
-
-    try:
-        arch = planner.resolve_architecture(spec, spec_dir)
-    except planner.ArchitectureUnknown:
-        return None
-    return planner.planned_device_map(spec, arch)
+class NaiveModelParallelOptions(Section):
+    """No options: the planner owns the split."""
 
 
 class NaiveModelParallel:
     kind = "naive-model-parallel"
+    description = "One process; the decoder layers split over the node's devices in order."
+    options = NaiveModelParallelOptions
+    speed_rank = 30  # one device computes at a time
+    accepts = Accepts(param_offload=("cpu", "disk"), layer_placement=True, multi_node=False)
     uses_deepspeed = False
+    script_parts = ("layer_placement",)
 
     def check(self, spec) -> list[Diagnostic]:
+        if spec.model.device_map is not None:
+            return [warning(("model", "device_map"), f"{self.kind} loads the split its memory plan computes (see "
+                            "`qcompile plan`); model.device_map is not used", "device_map_ignored",
+                            "remove model.device_map, or use a backend that lets accelerate place layers")]
         return []
+
+    def placement(self, ctx: Context) -> tuple[list[DeviceUse], HostUse]:
+        return naive_model_parallel(ctx)
+
+    def overflow_reason(self, spec, device: DeviceUse) -> str | None:
+        return None
 
     def processes(self, spec) -> int:
         return 1
@@ -37,18 +45,20 @@ class NaiveModelParallel:
     def data_parallel_size(self, spec) -> int:
         return 1
 
-    def ds_config(self, spec, spec_dir: Path) -> None:
+    def ds_config(self, ctx) -> None:
         return None
 
     def accelerate_config(self, spec) -> dict:
         return single_process_accelerate_config(spec)
 
-    def train_config(self, spec, spec_dir: Path) -> dict:
+    def train_config(self, ctx) -> dict:
+        # Without an architecture there is no plan: train.py then asks accelerate with max_memory instead.
+        device_map = planned_device_map(ctx.memory_context) if ctx.arch is not None else None
         return {
-            "device_map": planned_map(spec, spec_dir),
-            "execution_device": execution_device(spec),
-            "max_memory": placement_budgets(spec, spec_dir, self.kind),
-            "offload_folder": str(resolve_output_dir(spec, spec_dir) / "offload"),
+            "device_map": device_map,
+            "execution_device": execution_device(ctx.spec),
+            "max_memory": placement_budgets(ctx),
+            "offload_folder": str(resolve_output_dir(ctx.spec, ctx.spec_dir) / "offload"),
         }
 
     def launch_argv(self, spec) -> list[str]:
@@ -56,3 +66,6 @@ class NaiveModelParallel:
 
     def launch_env(self, spec) -> dict[str, str]:
         return cpu_env(spec)
+
+
+NAIVE_MODEL_PARALLEL = NaiveModelParallel()

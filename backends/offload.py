@@ -4,43 +4,38 @@ keeps them (and their gradients) real on the execution device."""
 
 from __future__ import annotations
 
-from pathlib import Path
+from pydantic import Field
 
-from qcompile.compiler.diagnostics import Diagnostic, error
+from qcompile.compiler.diagnostics import Diagnostic
+from qcompile.compiler.planner.memory import Context, DeviceUse, HostUse
+from qcompile.schemas._base import Section
 
-from .base import TRAIN_ARGV, cpu_env, resolve_path, single_process_accelerate_config
+from .base import TRAIN_ARGV, Accepts, cpu_env, resolve_output_dir, single_process_accelerate_config
+from .layer_placement import accelerate_offload
 
 
-def resolve_output_dir(spec, spec_dir: Path) -> Path:
-    return resolve_path(spec.training.output_dir, spec_dir)
+class OffloadOptions(Section):
+    offload_folder: str = Field("offload", description="Folder for disk-offloaded weights, relative to output_dir.")
 
 
 def execution_device(spec) -> str | int:
     return "cpu" if spec.hardware.accelerator == "cpu" else 0
 
 
-def activation_reserve(spec, spec_dir: Path, kind: str) -> int:
+def activation_reserve(ctx) -> int:
     """What the memory plan keeps on the main device besides weights (activations, logits, LoRA
     states, overheads): placing weights into the whole budget would leave no room to train."""
-    from qcompile.compiler import planner
-
-    try:
-        arch = planner.resolve_architecture(spec, spec_dir)
-    except planner.ArchitectureUnknown:
+    if ctx.plan is None:
         return 0
-    device = planner.plan(spec, arch, kind).devices[0]
+    device = ctx.plan.devices[0]
     return max(device.peak - device.breakdown.get("weights", 0), 0)
 
 
-def weight_budget(spec, spec_dir: Path, kind: str) -> int:
-    return max(spec.hardware.device_memory - activation_reserve(spec, spec_dir, kind), 0)
-
-
-def placement_budgets(spec, spec_dir: Path, kind: str = "accelerate-offload") -> dict[str, int]:
+def placement_budgets(ctx) -> dict[str, int]:
     """max_memory for accelerate: each device (less the plan's activation reserve), then host RAM
     when parameters may go to CPU. Keys are strings for JSON; train.py turns GPU indices into ints."""
-    hw, params = spec.hardware, spec.strategies.offload.params
-    per_device = weight_budget(spec, spec_dir, kind)
+    hw, params = ctx.spec.hardware, ctx.spec.strategies.offload.params
+    per_device = max(hw.device_memory - activation_reserve(ctx), 0)
     if hw.accelerator == "cpu":
         return {"cpu": per_device}
     budgets = {str(i): per_device for i in range(hw.devices_per_node)}
@@ -51,14 +46,21 @@ def placement_budgets(spec, spec_dir: Path, kind: str = "accelerate-offload") ->
 
 class Offload:
     kind = "accelerate-offload"
+    description = "accelerate big-model placement: what does not fit the device goes to CPU, then disk."
+    options = OffloadOptions
+    speed_rank = 40  # streams weights from CPU or disk: the slowest, and the last resort
+    accepts = Accepts(param_offload=("cpu", "disk"), layer_placement=True, multi_node=False)
     uses_deepspeed = False
+    script_parts = ("layer_placement",)
 
     def check(self, spec) -> list[Diagnostic]:
-        out = []
-        if spec.hardware.nodes > 1:
-            out.append(error(("hardware", "nodes"), "accelerate-offload trains one process on one node",
-                             "offload_single_node", "set hardware.nodes: 1, or use deepspeed-zero2"))
-        return out
+        return []
+
+    def placement(self, ctx: Context) -> tuple[list[DeviceUse], HostUse]:
+        return accelerate_offload(ctx)
+
+    def overflow_reason(self, spec, device: DeviceUse) -> str | None:
+        return None
 
     def processes(self, spec) -> int:
         return 1  # one process places the model over all of the node's devices
@@ -66,19 +68,20 @@ class Offload:
     def data_parallel_size(self, spec) -> int:
         return 1
 
-    def ds_config(self, spec, spec_dir: Path) -> None:
+    def ds_config(self, ctx) -> None:
         return None
 
     def accelerate_config(self, spec) -> dict:
         return single_process_accelerate_config(spec)
 
-    def train_config(self, spec, spec_dir: Path) -> dict:
+    def train_config(self, ctx) -> dict:
+        spec = ctx.spec
         return {
             "device_map": None,  # accelerate infers it from max_memory at load time
             "device_map_strategy": spec.model.device_map or "sequential",
             "execution_device": execution_device(spec),
-            "max_memory": placement_budgets(spec, spec_dir),
-            "offload_folder": str(resolve_output_dir(spec, spec_dir) / spec.backend.offload_folder),
+            "max_memory": placement_budgets(ctx),
+            "offload_folder": str(resolve_output_dir(spec, ctx.spec_dir) / spec.backend.offload_folder),
         }
 
     def launch_argv(self, spec) -> list[str]:
@@ -86,3 +89,6 @@ class Offload:
 
     def launch_env(self, spec) -> dict[str, str]:
         return cpu_env(spec)
+
+
+OFFLOAD = Offload()

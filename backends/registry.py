@@ -1,19 +1,72 @@
-"""Backend kind -> backend object: a plain registry, no plugins."""
+"""Backend kind -> backend object: the built-ins, then plugins from the entry-point group
+`qcompile.backends` (each entry point loads a backend object). A plugin that cannot be used is
+reported once as a warning naming its package; the built-ins keep working."""
 
 from __future__ import annotations
 
-from .base import Backend
-from .naive_mp import NaiveModelParallel
-from .offload import Offload
+import warnings
+from importlib.metadata import entry_points
+
+from qcompile.errors import PluginError
+
+from .base import REQUIRED, Backend
+from .naive_mp import NAIVE_MODEL_PARALLEL
+from .offload import OFFLOAD
 from .zero2 import ZERO2
 from .zero3 import ZERO3
 
-BACKENDS: dict[str, Backend] = {b.kind: b for b in (ZERO2, ZERO3, Offload(), NaiveModelParallel())}
+
+class PluginWarning(UserWarning):
+    """A backend plugin was ignored; the message names it and its package."""
+
+
+ENTRY_POINT_GROUP = "qcompile.backends"
+BUILTINS: dict[str, Backend] = {b.kind: b for b in (ZERO2, ZERO3, OFFLOAD, NAIVE_MODEL_PARALLEL)}
+RESERVED = ("auto",)  # spec words that are not backends
+
+
+def _plugin(entry) -> Backend:
+    where = f"backend plugin {entry.name!r} ({entry.value}"
+    where += f", package {entry.dist.name})" if entry.dist is not None else ")"
+    try:
+        backend = entry.load()
+    except Exception as exc:  # noqa: BLE001 - any import failure of third-party code is the plugin's
+        raise PluginError(f"{where} failed to import: {type(exc).__name__}: {exc}") from None
+    missing = [name for name in REQUIRED if not hasattr(backend, name)]
+    if missing:
+        raise PluginError(f"{where} is not a backend: it lacks {', '.join(missing)}")
+    if not isinstance(backend.kind, str) or not backend.kind:
+        raise PluginError(f"{where} has no kind string")
+    if backend.kind in BUILTINS or backend.kind in RESERVED:
+        raise PluginError(f"{where} uses the kind {backend.kind!r}, which qcompile already has")
+    return backend
+
+
+def _load_plugins() -> dict[str, Backend]:
+    plugins: dict[str, Backend] = {}
+    for entry in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+        try:
+            backend = _plugin(entry)
+            if backend.kind in plugins:
+                raise PluginError(f"backend plugin {entry.name!r} uses the kind {backend.kind!r} of another plugin")
+        except PluginError as exc:
+            warnings.warn(f"{exc.message}; ignoring it", PluginWarning, stacklevel=2)
+            continue
+        plugins[backend.kind] = backend
+    return plugins
+
+
+BACKENDS: dict[str, Backend] = {**BUILTINS, **_load_plugins()}
 
 
 def get_backend(kind: str) -> Backend:
-    """The backend for a concrete kind (`auto` is resolved by the planner before this)."""
+    """The backend for a concrete kind (`auto` is resolved by the compile context before this)."""
     try:
         return BACKENDS[kind]
     except KeyError:
         raise KeyError(f"no backend {kind!r}; known: {', '.join(sorted(BACKENDS))}") from None
+
+
+def by_speed() -> list[Backend]:
+    """Every backend, fastest first: the order `auto` tries them and `plan --backend all` shows them."""
+    return sorted(BACKENDS.values(), key=lambda b: (b.speed_rank, b.kind))

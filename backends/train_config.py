@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .base import resolve_path
-from .offload import resolve_output_dir
+from qcompile.strategies import STRATEGIES
+
+from .base import resolve_output_dir, resolve_path
 from .zero_common import MAX_GRAD_NORM
 
 
@@ -18,21 +19,21 @@ def resolve_model(name: str, spec_dir: Path) -> str:
     return name
 
 
-def build_train_config(spec, spec_dir: Path, backend) -> dict:
-    model, lora, strategies, training = spec.model, spec.lora, spec.strategies, spec.training
+def build_train_config(ctx) -> dict:
+    """train_config.json for a compile context narrowed to its backend."""
+    spec, spec_dir, backend = ctx.spec, ctx.spec_dir, ctx.backend
+    model, lora, training = spec.model, spec.lora, spec.training
     model_path = resolve_model(model.name, spec_dir)
-    return {
+    config = {
         "accelerator": spec.hardware.accelerator,
         "world_size": spec.hardware.nodes * backend.processes(spec),
-        "backend": {"kind": backend.kind, **backend.train_config(spec, spec_dir)},
+        "backend": {"kind": backend.kind, **backend.train_config(ctx)},
         "model": {
             "path": model_path,
             "tokenizer": model_path,
             "revision": model.revision,
             "dtype": model.dtype,
             "trust_remote_code": model.trust_remote_code,
-            "attention": strategies.attention,
-            "low_cpu_mem_usage": strategies.low_cpu_mem_usage,
         },
         "lora": {
             "r": lora.r,
@@ -41,12 +42,7 @@ def build_train_config(spec, spec_dir: Path, backend) -> dict:
             "target_modules": list(lora.target_modules),
             "layers": list(lora.layers) if lora.layers is not None else None,
         },
-        "strategies": {
-            "gradient_checkpointing": strategies.gradient_checkpointing,
-            "mixed_precision": strategies.mixed_precision,
-            "max_seq_length": strategies.max_seq_length,
-            "offload": {"optimizer": strategies.offload.optimizer, "params": strategies.offload.params},
-        },
+        "strategies": {},
         "data": {"path": str(resolve_path(spec.data.path, spec_dir)), "format": spec.data.format},
         "training": {
             "micro_batch_size": training.micro_batch_size,
@@ -64,3 +60,7 @@ def build_train_config(spec, spec_dir: Path, backend) -> dict:
             "logging_steps": training.logging_steps,
         },
     }
+    for strategy in STRATEGIES:
+        for section, values in strategy.train_config(spec).items():
+            config[section].update(values)
+    return config

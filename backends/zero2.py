@@ -4,12 +4,18 @@ the emitted ds_config.json."""
 
 from __future__ import annotations
 
-from pathlib import Path
+from pydantic import Field
 
 from . import zero_common
+from .base import Accepts
 
 
-def zero2_section(spec, spec_dir: Path) -> dict:
+class Zero2Options(zero_common.ZeroOptions):
+    reduce_bucket_size: int = Field(50_000_000, gt=0, description="Elements per gradient-reduction bucket.")
+    allgather_bucket_size: int = Field(50_000_000, gt=0, description="Elements per all-gather bucket.")
+
+
+def zero2_section(spec, hidden_size: int | None) -> dict:
     options = spec.backend
     zero = {
         "stage": 2,
@@ -24,4 +30,13 @@ def zero2_section(spec, spec_dir: Path) -> dict:
     return zero
 
 
-ZERO2 = zero_common.ZeroBackend("deepspeed-zero2", 2, zero2_section)
+ZERO2 = zero_common.ZeroBackend(
+    kind="deepspeed-zero2",
+    description="DeepSpeed ZeRO stage 2 data parallelism.",
+    stage=2,
+    options=Zero2Options,
+    speed_rank=10,  # data parallel over every GPU, nothing gathered: the fastest
+    accepts=Accepts(optimizer_offload=True, fp16_on_cpu=False),
+    zero_section=zero2_section,
+    script_parts=("deepspeed",),
+)

@@ -5,42 +5,34 @@ weights are gathered just before use and released after. Launched with torchrun 
 
 from __future__ import annotations
 
-from pathlib import Path
+from pydantic import Field
 
 from . import zero_common
-
-# DeepSpeed's own defaults, used when the architecture (hence hidden_size) is unknown.
-DEEPSPEED_DEFAULTS = {"reduce": 500_000_000, "prefetch": 50_000_000, "persistence": 100_000}
-
-
-def stage3_sizes(options, hidden_size: int | None) -> dict[str, int]:
-    """Bucket and threshold sizes in elements: the spec's, else what HF's "auto" would derive from
-    hidden_size (buckets of one hidden x hidden matrix; vectors shorter than ten rows stay whole)."""
-    derived = DEEPSPEED_DEFAULTS if hidden_size is None else {
-        "reduce": hidden_size * hidden_size,
-        "prefetch": int(0.9 * hidden_size * hidden_size),
-        "persistence": 10 * hidden_size,
-    }
-    return {
-        "reduce": options.reduce_bucket_size or derived["reduce"],
-        "prefetch": options.prefetch_bucket_size or derived["prefetch"],
-        "persistence": derived["persistence"] if options.param_persistence_threshold is None
-        else options.param_persistence_threshold,
-    }
+from .base import Accepts
+from .zero_memory import stage3_sizes
 
 
-def hidden_size(spec, spec_dir: Path) -> int | None:
-    from qcompile.compiler import planner
+class Zero3Options(zero_common.ZeroOptions):
+    reduce_bucket_size: int | None = Field(
+        None, gt=0, description="Elements per gradient-reduction bucket; null: hidden_size squared."
+    )
+    prefetch_bucket_size: int | None = Field(
+        None, gt=0, description="Elements of parameters gathered ahead of use; null: 0.9 x hidden_size squared."
+    )
+    param_persistence_threshold: int | None = Field(
+        None, ge=0, description="Parameters with fewer elements stay whole on every rank; null: 10 x hidden_size."
+    )
+    max_live_parameters: int = Field(
+        1_000_000_000, gt=0, description="Most gathered parameter elements kept on a device before release."
+    )
+    max_reuse_distance: int = Field(
+        1_000_000_000, ge=0, description="Keep a gathered parameter if it is used again within this many elements."
+    )
 
-    try:
-        return planner.resolve_architecture(spec, spec_dir).hidden_size
-    except planner.ArchitectureUnknown:
-        return None
 
-
-def zero3_section(spec, spec_dir: Path) -> dict:
+def zero3_section(spec, hidden_size: int | None) -> dict:
     options = spec.backend
-    sizes = stage3_sizes(options, hidden_size(spec, spec_dir))
+    sizes = stage3_sizes(options, hidden_size)
     zero = {
         "stage": 3,
         "overlap_comm": options.overlap_comm,
@@ -61,4 +53,13 @@ def zero3_section(spec, spec_dir: Path) -> dict:
     return zero
 
 
-ZERO3 = zero_common.ZeroBackend("deepspeed-zero3", 3, zero3_section)
+ZERO3 = zero_common.ZeroBackend(
+    kind="deepspeed-zero3",
+    description="DeepSpeed ZeRO stage 3 data parallelism: the frozen weights are sharded too, from load on.",
+    stage=3,
+    options=Zero3Options,
+    speed_rank=20,  # data parallel, but every layer's weights are gathered before use
+    accepts=Accepts(param_offload=("cpu",), optimizer_offload=True, fp16_on_cpu=False),
+    zero_section=zero3_section,
+    script_parts=("deepspeed", "zero3_load"),
+)

@@ -6,21 +6,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
-from qcompile.compiler.diagnostics import Diagnostic, error
+from pydantic import Field
 
-from .base import TRAIN_ARGV, cpu_env
+from qcompile.compiler.diagnostics import Diagnostic
+from qcompile.compiler.planner.memory import Context, DeviceUse, HostUse
+from qcompile.schemas._base import Section
+from qcompile.schemas.units import format_bytes
+
+from .base import TRAIN_ARGV, Accepts, cpu_env
+from .zero_memory import zero_placement
 
 MAX_GRAD_NORM = 1.0
-
-
-def check_precision(spec) -> list[Diagnostic]:
-    """DeepSpeed's fp16 engine needs loss scaling on a GPU; on CPU it refuses to start."""
-    if spec.hardware.accelerator == "cpu" and spec.strategies.mixed_precision == "fp16":
-        return [error(("strategies", "mixed_precision"), "DeepSpeed has no fp16 loss scaling on CPU",
-                      "fp16_on_cpu", 'use bf16 or "no" with accelerator: cpu')]
-    return []
 
 
 def offload_target(spec) -> dict:
@@ -85,18 +82,40 @@ def launch_env(spec) -> dict[str, str]:
     return env
 
 
+class ZeroOptions(Section):
+    """Options every ZeRO stage has."""
+
+    overlap_comm: bool = Field(True, description="Overlap gradient reduction (and, in stage 3, parameter "
+                               "gathering) with compute.")
+
+
 @dataclass(frozen=True)
 class ZeroBackend:
     """A DeepSpeed ZeRO backend: data parallel over every device, launched with torchrun; the stage
-    decides what is partitioned, through its `zero_optimization` section."""
+    decides what is partitioned, through its `zero_optimization` section and its memory model."""
 
     kind: str
+    description: str
     stage: int
-    zero_section: Callable[..., dict]  # (spec, spec_dir) -> zero_optimization
+    options: type[Section]
+    speed_rank: int
+    accepts: Accepts
+    zero_section: Callable[..., dict]  # (spec, hidden_size or None) -> zero_optimization
+    script_parts: tuple[str, ...] = ()
     uses_deepspeed: bool = True
 
     def check(self, spec) -> list[Diagnostic]:
-        return check_precision(spec)
+        return []
+
+    def placement(self, ctx: Context) -> tuple[list[DeviceUse], HostUse]:
+        return zero_placement(ctx, self.stage)
+
+    def overflow_reason(self, spec, device: DeviceUse) -> str | None:
+        weights = device.breakdown["weights"]
+        if self.stage == 2 and weights > device.budget:
+            return (f"ZeRO-2 replicates the frozen weights on every GPU: {format_bytes(weights)} of "
+                    f"{spec.model.dtype} weights per GPU cannot fit {format_bytes(device.budget)}")
+        return None
 
     def processes(self, spec) -> int:
         return spec.hardware.devices_per_node
@@ -104,13 +123,14 @@ class ZeroBackend:
     def data_parallel_size(self, spec) -> int:
         return spec.hardware.world_size
 
-    def ds_config(self, spec, spec_dir: Path) -> dict:
-        return ds_config(spec, self.zero_section(spec, spec_dir))
+    def ds_config(self, ctx) -> dict:
+        hidden = ctx.arch.hidden_size if ctx.arch is not None else None
+        return ds_config(ctx.spec, self.zero_section(ctx.spec, hidden))
 
     def accelerate_config(self, spec) -> dict:
         return accelerate_config(spec, zero3_init=self.stage == 3)
 
-    def train_config(self, spec, spec_dir: Path) -> dict:
+    def train_config(self, ctx) -> dict:
         return {"ds_config": "ds_config.json"}
 
     def launch_argv(self, spec) -> list[str]:

@@ -19,6 +19,7 @@ import time
 import warnings
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: tests/ holds the grid
 MiB = 2**20
 LOADER = r"""
 import json, sys, warnings
@@ -43,18 +44,20 @@ print(json.dumps({"peak_rss_delta": status("VmHWM:") - before, "pss_delta": pss(
 
 
 def accuracy_grid() -> float:
-    from qcompile.compiler.planner.trace import ACCURACY_GRID, TraceCase, analytic_case_peak, trace_step_peak
+    """The test grid (tests/compiler/planner/accuracy_grid.py): `plan()` against traced steps."""
+    from qcompile.compiler.planner.trace import TraceCase, trace_step_peak
+    from tests.compiler.planner.accuracy_grid import ACCURACY_GRID, case_name, planned_peak
 
     print("planner vs traced step (peak allocated tensor bytes)")
     print(f"{'case':70s} {'traced':>12s} {'planned':>12s} {'error':>8s}")
     worst = 0.0
     for changes in ACCURACY_GRID:
         case = TraceCase(**changes)
-        traced, planned = trace_step_peak(case), analytic_case_peak(case)
+        with tempfile.TemporaryDirectory() as folder:
+            traced, planned = trace_step_peak(case), planned_peak(case, Path(folder))
         error = (planned - traced) / traced
         worst = max(worst, abs(error))
-        name = ",".join(f"{k}={v}" for k, v in changes.items()) or "base"
-        print(f"{name[:70]:70s} {traced:12d} {planned:12d} {error:+8.2%}")
+        print(f"{case_name(changes)[:70]:70s} {traced:12d} {planned:12d} {error:+8.2%}")
     print(f"worst |error|: {worst:.2%} over {len(ACCURACY_GRID)} cases\n")
     return worst
 
@@ -74,7 +77,7 @@ def _save_model(folder: Path) -> tuple[Path, int]:
 
 def host_at_load() -> None:
     from qcompile.compiler.planner.architecture import Architecture
-    from qcompile.compiler.planner.placements import PRIVATE_LOAD_FACTOR
+    from qcompile.compiler.planner.memory import PRIVATE_LOAD_FACTOR
 
     with tempfile.TemporaryDirectory() as tmp:
         folder, params = _save_model(Path(tmp) / "model")

@@ -9,17 +9,9 @@ import traceback
 import click
 
 from qcompile.compiler.diagnostics import SpecError
-from qcompile.compiler.output import OutputError
+from qcompile.errors import EXIT_INTERNAL, EXIT_OK, EXIT_USER, QcompileError, UserError
 
-EXIT_OK, EXIT_USER, EXIT_INTERNAL = 0, 1, 2
-
-
-class UserError(Exception):
-    """A mistake the user can fix, reported without a traceback."""
-
-    def __init__(self, message: str, hint: str | None = None):
-        self.hint = hint
-        super().__init__(message)
+__all__ = ["EXIT_INTERNAL", "EXIT_OK", "EXIT_USER", "UserError", "handle_errors", "print_diagnostics"]
 
 
 def print_diagnostics(diagnostics, err: bool = True) -> None:
@@ -41,12 +33,12 @@ def handle_errors(fn):
             print_diagnostics(exc.diagnostics)
             n = sum(d.is_error for d in exc.diagnostics)
             click.echo(f"{n} error{'s' if n != 1 else ''}", err=True)
-            sys.exit(EXIT_USER)
-        except (UserError, OutputError) as exc:
-            click.echo(click.style(f"error: {exc}", fg="red"), err=True)
+            sys.exit(exc.exit_code)
+        except QcompileError as exc:
+            click.echo(click.style(f"error: {exc.message}", fg="red"), err=True)
             if exc.hint:
                 click.echo(f"  hint: {exc.hint}", err=True)
-            sys.exit(EXIT_USER)
+            sys.exit(exc.exit_code)
         except (click.exceptions.Exit, click.ClickException, click.Abort, SystemExit, KeyboardInterrupt):
             raise
         except Exception as exc:  # noqa: BLE001 - the edge of the program

@@ -1,8 +1,9 @@
 """`qcompile plan SPEC`: per device and per node, the predicted memory of a backend, or of all of them.
 
-Exit 0 when the shown plan fits (with --backend all: when any backend fits), 1 when it does not or the
-spec is bad. --trace (needs the train extra) runs one real training step of the spec's own model shape
-under FakeTensorMode and prints its traced peak next to the analytic figure.
+Exit 0 when the shown plan fits (with --backend all: when any backend fits and accepts the spec), 1
+when it does not or the spec is bad; the plans are shown either way (under --json always as JSON).
+--trace (needs the train extra) runs one real training step of the spec's own model shape under
+FakeTensorMode and prints its traced peak next to the analytic figure.
 """
 
 from __future__ import annotations
@@ -12,26 +13,23 @@ import sys
 
 import click
 
+from qcompile.backends.registry import BACKENDS
+from qcompile.compiler.checks import diagnose
+from qcompile.compiler.choose import Considered, choose_backend, consider, suggest_fixes
+from qcompile.compiler.load import load_spec
+from qcompile.errors import EXIT_USER, UserError
+from qcompile.schemas.units import format_bytes
 
-from .errors import EXIT_USER, UserError, handle_errors
+from .errors import handle_errors
 
 ALL = "all"
+AUTO_ONLY = ("auto_nothing_accepts", "memory_budget")  # what auto reports when nothing is usable: shown below
 
 
-def _load(path: str):
-    from qcompile.compiler.load import load_spec
-
-    try:  # the plan itself is the report: a budget overflow must not stop it from being shown
-        return load_spec(path, memory_check=False)
-    except TypeError:
-        return load_spec(path)
-
-
-def _trace_line(spec, arch, result) -> str:
-    from qcompile.compiler.planner.trace import trace_spec_peak
-    from qcompile.schemas.units import format_bytes
-
+def _trace_line(spec, arch) -> str:
     try:
+        from qcompile.compiler.planner.trace import trace_spec_peak  # the train extra: torch, peft
+
         traced, analytic = trace_spec_peak(spec, arch)
     except ImportError as exc:
         raise UserError(f"--trace needs the train extra ({exc.name} is not installed)",
@@ -39,6 +37,15 @@ def _trace_line(spec, arch, result) -> str:
     error = (analytic - traced) / traced
     return (f"trace (one step, single device, FakeTensorMode): traced {format_bytes(traced)}, "
             f"analytic {format_bytes(analytic)} ({error:+.1%})")
+
+
+def _doc(c: Considered) -> dict:
+    return {**c.plan.to_json(), "refused": list(c.refused)}
+
+
+def _text(c: Considered) -> str:
+    text = c.plan.to_text()
+    return text + "".join(f"  refused: {why}\n" for why in c.refused)
 
 
 @click.command()
@@ -50,47 +57,47 @@ def _trace_line(spec, arch, result) -> str:
 @handle_errors
 def plan(spec_path: str, as_json: bool, backend: str | None, trace: bool) -> None:
     """Predict GPU and host memory of SPEC per backend and check its hardware budget."""
-    from qcompile.compiler import planner
-
-    loaded = _load(spec_path)
-    spec = loaded.spec
-    try:
-        arch = planner.resolve_architecture(spec, loaded.spec_dir)
-    except planner.ArchitectureUnknown as exc:
-        raise UserError(exc.message, exc.hint) from None
-    kind = backend or spec.backend.kind
-    known = list(planner.placements.PLACEMENTS)
-    if kind not in (ALL, "auto", *known):
-        raise UserError(f"unknown backend {kind!r}", f"use all, auto or one of {', '.join(known)}")
+    loaded = load_spec(spec_path, memory_check=False, choose=False)
+    ctx = loaded.context
+    kind = backend or loaded.spec.backend.kind
+    if kind not in (ALL, "auto", *BACKENDS):
+        raise UserError(f"unknown backend {kind!r}", f"use all, auto or one of {', '.join(BACKENDS)}")
+    if ctx.arch is None:
+        raise UserError(ctx.arch_problem.message, ctx.arch_problem.hint)
+    problems = [d for d in diagnose(ctx, memory_check=False)[0] if d.is_error and d.code not in AUTO_ONLY]
+    if problems:
+        raise loaded.error(problems)
 
     chosen = None
-    if kind == ALL:
-        plans = [planner.plan(spec, arch, k) for k in planner.placements.SPEED_ORDER]
-    elif kind == "auto":
-        chosen, plans = planner.choose_backend(spec, arch)
-        plans = [p for p in plans if p.backend == chosen] if chosen else plans
+    if kind in (ALL, "auto"):
+        chosen, shown = choose_backend(ctx)
+        if kind == "auto" and chosen is not None:
+            shown = [c for c in shown if c.backend is chosen]
     else:
-        plans = [planner.plan(spec, arch, kind)]
-    fits = any(p.fits for p in plans)
-    fixes = [] if fits else planner.suggest_fixes(spec, arch, plans[0].backend)
-    traced = _trace_line(spec, arch, plans[0]) if trace else None
+        shown = [c for c in consider(ctx) if c.backend.kind == kind]
+    fits = any(c.usable for c in shown)
+    first = next((c for c in shown if not c.refused), shown[0])
+    fixes = [] if fits else suggest_fixes(ctx, first.backend)
+    traced = _trace_line(loaded.spec, ctx.arch) if trace else None
 
     if as_json:
-        doc = plans[0].to_json() if len(plans) == 1 else {"plans": [p.to_json() for p in plans]}
-        if kind in ("auto", ALL):
-            doc = {"chosen": chosen, "fits": fits, "plans": [p.to_json() for p in plans]}
+        if len(shown) == 1 and kind not in (ALL, "auto"):
+            doc = _doc(shown[0])
+        else:
+            doc = {"chosen": chosen.kind if chosen else None, "fits": fits, "plans": [_doc(c) for c in shown]}
         doc["suggestions"] = [f.__dict__ for f in fixes]
         if traced:
             doc["trace"] = traced
         click.echo(json.dumps(doc, indent=2, sort_keys=True))
     else:
-        a = arch
-        click.echo(f"model: {spec.model.name} ({a.num_params():,} parameters, {a.num_layers} layers; {a.source})")
+        a = ctx.arch
+        click.echo(f"model: {loaded.spec.model.name} ({a.num_params():,} parameters, {a.num_layers} layers; "
+                   f"{a.source})")
         if kind == "auto":
-            click.echo(f"auto: {chosen or 'no backend fits'}")
-        for p in plans:
+            click.echo(f"auto: {chosen.kind if chosen else 'no backend fits and accepts this spec'}")
+        for c in shown:
             click.echo("")
-            click.echo(p.to_text(), nl=False)
+            click.echo(_text(c), nl=False)
         if fixes:
             click.echo("\nwould fit:")
             for f in fixes:

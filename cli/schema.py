@@ -4,7 +4,7 @@ import json
 
 import click
 
-from qcompile.schemas import Spec
+from qcompile.schemas.spec import Spec
 from qcompile.schemas.reference import markdown_reference
 
 

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
+from qcompile.errors import QcompileError
+
 Severity = Literal["error", "warning"]
 KeyPath = tuple[str | int, ...]
+# One spelling for every diagnostic code, pydantic's own included: snake_case. Codes are also the
+# titles of GitHub annotations and SARIF rule ids, so they must stay stable.
+CODE = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
 def format_path(path: KeyPath) -> str:
@@ -28,6 +34,10 @@ class Diagnostic:
     line: int | None = None  # 1-based
     col: int | None = None  # 1-based
     notes: tuple[str, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        if not CODE.match(self.code):
+            raise ValueError(f"diagnostic code {self.code!r} is not snake_case")
 
     def at(self, file: str | None, line: int | None, col: int | None) -> Diagnostic:
         return replace(self, file=file, line=line, col=col)
@@ -71,8 +81,8 @@ def warning(path: KeyPath, message: str, code: str, hint: str | None = None) -> 
     return Diagnostic("warning", tuple(path), message, code, hint)
 
 
-class SpecError(Exception):
-    """A spec the user must fix: carries every diagnostic found. Maps to exit code 1."""
+class SpecError(QcompileError):
+    """A spec the user must fix: carries every diagnostic found."""
 
     def __init__(self, diagnostics: list[Diagnostic]):
         self.diagnostics = sorted(diagnostics, key=Diagnostic.sort_key)

@@ -12,8 +12,9 @@ from pathlib import Path
 import yaml
 
 from qcompile import __version__
-from qcompile.schemas import Spec
+from qcompile.backends.train_config import build_train_config
 
+from .context import CompileContext
 from .load import LoadedSpec, load_spec
 from .output import GENERATOR, write_build_dir
 from .render import render, render_python
@@ -47,45 +48,25 @@ class EmitResult:
     loaded: LoadedSpec
 
 
-def resolve_backend(loaded: LoadedSpec) -> tuple[Spec, object]:
-    """The spec with a concrete backend (`auto` asks the planner) and that backend's object."""
-    from qcompile.backends.registry import get_backend
-
-    from .checks import resolve_auto
-
-    spec = loaded.spec
-    if spec.backend.kind == "auto":
-        kind, problems = resolve_auto(spec, loaded.spec_dir)
-        if kind is None:
-            raise loaded.error(problems)
-        spec = Spec.model_validate({**spec.model_dump(), "backend": {"kind": kind}})
-    return spec, get_backend(spec.backend.kind)
-
-
-def _memory_plan(spec: Spec, spec_dir: Path) -> dict[str, bytes]:
-    from . import planner
-
-    try:
-        arch = planner.resolve_architecture(spec, spec_dir)
-    except planner.ArchitectureUnknown:
+def _memory_plan(ctx: CompileContext) -> dict[str, bytes]:
+    plan = ctx.plan
+    if plan is None:
         return {}
-    plan = planner.plan(spec, arch, spec.backend.kind)
     return {"memory_plan.json": dump_json(plan.to_json()), "memory_plan.md": plan.to_markdown().encode()}
 
 
 def compile_spec(loaded: LoadedSpec) -> Build:
     """Every artifact as bytes, built from dicts and sandboxed templates; nothing is written here."""
-    from qcompile.backends.train_config import build_train_config
-
-    spec, backend = resolve_backend(loaded)
+    ctx = loaded.context
+    spec, backend = ctx.spec, ctx.backend
     argv = list(backend.launch_argv(spec))
-    env = dict(getattr(backend, "launch_env", lambda s: {})(spec))
+    env = dict(backend.launch_env(spec))
     files: dict[str, bytes] = {}
-    ds_config = backend.ds_config(spec, loaded.spec_dir)
+    ds_config = backend.ds_config(ctx)
     if ds_config is not None:
         files["ds_config.json"] = dump_json(ds_config)
     files["accelerate_config.yaml"] = dump_yaml(backend.accelerate_config(spec))
-    files["train_config.json"] = dump_json(build_train_config(spec, loaded.spec_dir, backend))
+    files["train_config.json"] = dump_json(build_train_config(ctx))
     structure = {"backend": backend.kind, "uses_deepspeed": backend.uses_deepspeed, "qcompile_version": __version__}
     files["train.py"] = render_python("train.py.j2", structure).encode()
     files["launch.sh"] = render("launch.sh.j2", {
@@ -93,7 +74,7 @@ def compile_spec(loaded: LoadedSpec) -> Build:
         "env_lines": [f"{k}={shlex.quote(v)}" for k, v in sorted(env.items())],
         "command": shlex.join(argv),
     }).encode()
-    files.update(_memory_plan(spec, loaded.spec_dir))
+    files.update(_memory_plan(ctx))
     manifest = dump_json({
         "generator": GENERATOR,
         "qcompile_version": __version__,

@@ -7,9 +7,10 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from qcompile.schemas import Spec
+from qcompile.schemas.spec import Spec
 
-from .checks import cross_field_diagnostics
+from .checks import diagnose
+from .context import CompileContext
 from .diagnostics import Diagnostic, SpecError, error
 from .errors_map import to_diagnostics
 from .yaml_source import Positions, YamlError, read_yaml
@@ -19,11 +20,12 @@ MAX_SPEC_BYTES = 1_000_000
 
 @dataclass(frozen=True)
 class LoadedSpec:
-    spec: Spec
+    spec: Spec  # as written (its backend may be `auto`)
     path: Path
     spec_dir: Path
     source: bytes
     positions: Positions
+    context: CompileContext  # narrowed to the backend that runs, when one was chosen
     warnings: list[Diagnostic] = field(default_factory=list)
 
     def error(self, diagnostics: list[Diagnostic]) -> SpecError:
@@ -65,8 +67,10 @@ def _place(diags: list[Diagnostic], file: str, positions: Positions) -> list[Dia
     return out
 
 
-def load_spec(path: str | Path, memory_check: bool = True) -> LoadedSpec:
-    """Every stage's diagnostics at once: YAML, schema, cross-field rules, then architecture and budget."""
+def load_spec(path: str | Path, memory_check: bool = True, choose: bool = True) -> LoadedSpec:
+    """Every stage's diagnostics at once: YAML, schema, cross-field rules, then architecture and budget.
+    With choose=False only what the spec says is checked (no backend is chosen or narrowed to, no budget):
+    `qcompile plan` reports the plans itself."""
     path = Path(path)
     file = str(path)
     raw, text = _read(path)
@@ -82,9 +86,11 @@ def load_spec(path: str | Path, memory_check: bool = True) -> LoadedSpec:
         spec = Spec.model_validate(data)
     except ValidationError as exc:
         raise SpecError(_place(to_diagnostics(exc, data, positions, Spec), file, positions)) from None
-    spec_dir = path.resolve().parent
-    diags = _place(cross_field_diagnostics(spec, spec_dir, memory_check), file, positions)
-    errors = [d for d in diags if d.is_error]
-    if errors:
+    context = CompileContext.build(spec, path.resolve().parent)
+    if not choose:
+        return LoadedSpec(spec, path, context.spec_dir, raw, positions, context)
+    found, narrowed = diagnose(context, memory_check)
+    diags = _place(found, file, positions)
+    if any(d.is_error for d in diags) or narrowed is None:
         raise SpecError(diags)
-    return LoadedSpec(spec, path, spec_dir, raw, positions, sorted(diags, key=Diagnostic.sort_key))
+    return LoadedSpec(spec, path, context.spec_dir, raw, positions, narrowed, sorted(diags, key=Diagnostic.sort_key))

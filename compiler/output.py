@@ -7,17 +7,12 @@ import os
 import tempfile
 from pathlib import Path
 
+from qcompile.errors import OutputError
+
 MANIFEST = "manifest.json"
 GENERATOR = "qcompile"
 EXECUTABLE = ("launch.sh", "train.py")
 
-
-class OutputError(Exception):
-    """The output directory cannot be written as asked (exit code 1)."""
-
-    def __init__(self, message: str, hint: str | None = None):
-        self.hint = hint
-        super().__init__(message)
 
 
 def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:

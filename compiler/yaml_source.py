@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import yaml
 
-from .diagnostics import Diagnostic, KeyPath, error
+from .diagnostics import Diagnostic, KeyPath, SpecError, error
 
 MAX_DEPTH = 32  # a spec is 3 levels deep; anything far deeper is junk or an attack
 MAX_EVENTS = 100_000
@@ -18,10 +18,12 @@ CONTEXT_LINES = 2
 PLAIN_TAGS = ("tag:yaml.org,2002:map", "tag:yaml.org,2002:seq")
 
 
-class YamlError(Exception):
+class YamlError(SpecError):
+    """A spec that is not YAML qcompile reads; the loader places its one diagnostic in the file."""
+
     def __init__(self, diagnostic: Diagnostic):
         self.diagnostic = diagnostic
-        super().__init__(diagnostic.text())
+        super().__init__([diagnostic])
 
 
 @dataclass

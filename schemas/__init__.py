@@ -1,7 +1,7 @@
-"""The spec language: Pydantic models, one module per section. Imports no torch."""
+"""The spec language: Pydantic models, one module per section (the root is `schemas.spec.Spec`).
+Imports no torch. The backend section is built from the backend registry, and the backends import
+`_base` and `units` from here, so this package's own import stays that small."""
 
-from .backend import BACKEND_KINDS, BackendSpec
-from .spec import Spec
 from .units import format_bytes, parse_bytes
 
-__all__ = ["BACKEND_KINDS", "BackendSpec", "Spec", "format_bytes", "parse_bytes"]
+__all__ = ["format_bytes", "parse_bytes"]

@@ -5,7 +5,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from ._base import Section
-from .backend import BackendSpec
+from .backend import BackendSpec, describe_kinds
 from .data import DataSpec
 from .hardware import HardwareSpec
 from .lora import LoraSpec
@@ -22,8 +22,7 @@ class Spec(Section):
     strategies: StrategiesSpec = Field(default_factory=StrategiesSpec, description="Memory strategies.")
     backend: BackendSpec = Field(
         default_factory=lambda: {"kind": "auto"},
-        description="auto | deepspeed-zero2 | deepspeed-zero3 | accelerate-offload | naive-model-parallel, "
-        "or a mapping {kind: ..., options}.",
+        description=f"{describe_kinds()}, or a mapping {{kind: ..., options}}.",
     )
     data: DataSpec = Field(description="Training data.")
     training: TrainingSpec = Field(description="Optimisation loop.")

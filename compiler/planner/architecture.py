@@ -9,19 +9,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from qcompile.errors import QcompileError
+
 # model_type -> (bias on q/k/v, bias on o_proj): what transformers' modeling code builds by default.
 SUPPORTED_MODEL_TYPES = ("qwen2", "llama", "mistral")
 
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 
 
-class ArchitectureUnknown(Exception):
+class ArchitectureUnknown(QcompileError):
     """No config.json or catalog entry describes the model; `hint` says what to pass."""
-
-    def __init__(self, message: str, hint: str):
-        self.message = message
-        self.hint = hint
-        super().__init__(f"{message} (hint: {hint})")
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,10 @@ from __future__ import annotations
 import weakref
 from dataclasses import dataclass
 
+from qcompile.backends.naive_mp import NAIVE_MODEL_PARALLEL
+
+from .plan import plan
+
 
 @dataclass(frozen=True)
 class TraceCase:
@@ -224,42 +228,10 @@ def single_device_spec(spec):
 
 
 def analytic_peak(spec, arch) -> int:
-    """The planner's tensor peak for what trace_spec_peak runs."""
-    from .plan import plan
-
-    return plan(single_device_spec(spec), arch, "naive-model-parallel").devices[0].tensor_bytes
+    """The planner's tensor peak for what trace_spec_peak runs: one device holding everything."""
+    return plan(single_device_spec(spec), arch, NAIVE_MODEL_PARALLEL).devices[0].tensor_bytes
 
 
 def trace_spec_peak(spec, arch) -> tuple[int, int]:
     """(traced, analytic) peak tensor bytes of one step of the spec's model shape, under FakeTensorMode."""
     return trace_step_peak(case_for_spec(spec, arch), fake=True), analytic_peak(spec, arch)
-
-
-ALL_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-WIDE = dict(vocab_size=256, hidden_size=128, intermediate_size=512)
-ACCURACY_GRID = [  # the planner-vs-trace cases of the tests and bench/planner_accuracy.py
-    {}, dict(num_layers=4), dict(checkpointing=True), dict(num_layers=4, checkpointing=True),
-    dict(seq_len=128, batch=2), dict(target_modules=ALL_MODULES), dict(target_modules=ALL_MODULES, checkpointing=True),
-    dict(attention="eager"), dict(attention="eager", seq_len=128), dict(dropout=0.1),
-    dict(dropout=0.1, target_modules=ALL_MODULES), dict(adapter_dtype="same"), dict(adapter_dtype="same", target_modules=ALL_MODULES),
-    dict(layers=(1, 2), num_layers=4), dict(layers=(2,), num_layers=4, checkpointing=True), dict(dtype="float32"),
-    dict(WIDE, num_kv_heads=4), dict(WIDE, checkpointing=True, target_modules=ALL_MODULES), dict(r=32),
-    dict(tie_word_embeddings=True), dict(target_modules=("down_proj",)),
-    dict(target_modules=("gate_proj", "up_proj"), adapter_dtype="same", dropout=0.1),
-]
-
-
-def analytic_case_peak(case: TraceCase) -> int:
-    """Weights + adapters with AdamW states + the activation model, as the planner counts them."""
-    from .activations import StepShape, step_activations
-    from .architecture import Architecture
-
-    arch = Architecture.from_config(case.config_dict(), "trace")
-    e = 4 if case.dtype == "float32" else 2
-    a = e if case.adapter_dtype == "same" else 4
-    lora_layers = frozenset(arch.lora_layers(list(case.layers) if case.layers is not None else None))
-    shape = StepShape(case.batch, case.seq_len, e, a, case.r, frozenset(case.target_modules), lora_layers,
-                      case.checkpointing, case.attention, case.dropout, dropout_mask_bytes=None)
-    acts = step_activations(arch, shape, range(arch.num_layers), True, True)
-    lora = arch.lora_params(case.r, list(case.target_modules), sorted(lora_layers))
-    return arch.num_params() * e + 3 * a * lora + acts.activations + acts.logits

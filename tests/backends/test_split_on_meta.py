@@ -1,4 +1,4 @@
-"""The naive-model-parallel map is the planner's (planner.planned_device_map), checked on real
+"""The naive-model-parallel map is the planner's (layer_placement.planned_device_map), checked on real
 transformers models built on the meta device for N fake GPUs with given budgets: every module placed
 (accelerate's own check), forward order kept, no device over its budget per the plan, each device's
 weights in the plan equal to the bytes of the modules the map puts there, cpu/disk only when allowed."""
@@ -12,13 +12,20 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 accelerate_utils = pytest.importorskip("accelerate.utils")
 
-from qcompile.compiler.planner import plan, planned_device_map, resolve_architecture  # noqa: E402
+from qcompile.backends.layer_placement import planned_device_map as layer_map, split_layers  # noqa: E402
+from qcompile.backends.naive_mp import NAIVE_MODEL_PARALLEL as KIND  # noqa: E402
+from qcompile.compiler.planner import resolve_architecture  # noqa: E402
 from qcompile.compiler.planner.architecture import Architecture  # noqa: E402
-from qcompile.compiler.planner.placements import CUDA_CONTEXT, split_layers  # noqa: E402
-from qcompile.schemas import Spec  # noqa: E402
+from qcompile.compiler.planner.memory import CUDA_CONTEXT  # noqa: E402
+from qcompile.compiler.planner.plan import memory_context, plan  # noqa: E402
+from qcompile.schemas.spec import Spec  # noqa: E402
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-KIND = "naive-model-parallel"
+
+
+def planned_device_map(spec: Spec, arch: Architecture) -> dict:
+    return layer_map(memory_context(spec, arch))
+
 CONFIG = {"model_type": "qwen2", "hidden_size": 256, "intermediate_size": 704, "num_hidden_layers": 12,
           "num_attention_heads": 8, "num_key_value_heads": 2, "vocab_size": 5000, "tie_word_embeddings": False}
 ARCH = Architecture.from_config(CONFIG, "test")
@@ -117,7 +124,7 @@ def test_too_small_everywhere_does_not_fit(small_model):
 
 
 def test_qwen72b_on_8x80gib_is_the_even_split_the_plan_reports():
-    spec = Spec.model_validate({**yaml.safe_load((EXAMPLES / "qwen72b-lora.yaml").read_text()), "backend": KIND})
+    spec = Spec.model_validate({**yaml.safe_load((EXAMPLES / "qwen72b-lora.yaml").read_text()), "backend": KIND.kind})
     arch = resolve_architecture(spec, EXAMPLES)
     device_map = check_map_against_plan(meta_model(arch), spec, arch)
     blocks = split_layers(80, 8)

@@ -7,9 +7,13 @@ import pytest
 import yaml
 
 from qcompile.backends.registry import get_backend
-from qcompile.compiler.checks import cross_field_diagnostics
-from qcompile.compiler.planner import choose_backend, plan, resolve_architecture
-from qcompile.schemas import Spec
+from qcompile.compiler.checks import diagnose
+from qcompile.compiler.choose import choose_backend
+from qcompile.compiler.context import CompileContext
+from qcompile.compiler.planner import resolve_architecture
+from qcompile.compiler.planner.plan import plan
+from qcompile.schemas.spec import Spec
+from tests.helpers import narrowed
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples"
@@ -24,11 +28,11 @@ def example(name: str = "zero3-cpu.yaml", **overrides) -> Spec:
 
 
 def codes(spec: Spec) -> list[str]:
-    return [d.code for d in cross_field_diagnostics(spec, EXAMPLES, memory_check=False) if d.is_error]
+    return [d.code for d in diagnose(CompileContext.build(spec, EXAMPLES), memory_check=False)[0] if d.is_error]
 
 
 def test_ds_config_is_stage_3_with_sizes_from_the_architecture():
-    config = get_backend("deepspeed-zero3").ds_config(example(), EXAMPLES)
+    config = get_backend("deepspeed-zero3").ds_config(narrowed(example(), EXAMPLES))
     assert "auto" not in json.dumps(config)
     zero = config["zero_optimization"]
     hidden = 64  # the tiny example model
@@ -43,14 +47,14 @@ def test_ds_config_is_stage_3_with_sizes_from_the_architecture():
 def test_spec_options_and_parameter_offload_reach_the_config():
     spec = example(backend={"kind": "deepspeed-zero3", "reduce_bucket_size": 123, "param_persistence_threshold": 0},
                    strategies={"offload": {"optimizer": "none", "params": "cpu"}})
-    zero = get_backend("deepspeed-zero3").ds_config(spec, EXAMPLES)["zero_optimization"]
+    zero = get_backend("deepspeed-zero3").ds_config(narrowed(spec, EXAMPLES))["zero_optimization"]
     assert zero["reduce_bucket_size"] == 123 and zero["stage3_param_persistence_threshold"] == 0
     assert zero["offload_param"] == {"device": "cpu", "pin_memory": False} and "offload_optimizer" not in zero
 
 
 def test_unknown_architecture_falls_back_to_deepspeed_defaults(tmp_path):
     spec = example(model={"name": "acme/mystery", "dtype": "float32"})
-    zero = get_backend("deepspeed-zero3").ds_config(spec, tmp_path)["zero_optimization"]
+    zero = get_backend("deepspeed-zero3").ds_config(narrowed(spec, tmp_path))["zero_optimization"]
     assert (zero["reduce_bucket_size"], zero["stage3_prefetch_bucket_size"]) == (500_000_000, 50_000_000)
 
 
@@ -63,7 +67,7 @@ def test_launch_is_torchrun_with_deepspeed_on_cpu_and_zero3_init_for_accelerate(
 
 
 @pytest.mark.parametrize("overrides, code", [
-    ({"model": {"name": "models/tiny-qwen2", "dtype": "float32", "device_map": "auto"}}, "zero_with_device_map"),
+    ({"model": {"name": "models/tiny-qwen2", "dtype": "float32", "device_map": "auto"}}, "device_map_unsupported"),
     ({"strategies": {"offload": {"optimizer": "cpu", "params": "disk"}}}, "offload_unsupported"),
     ({"strategies": {"mixed_precision": "fp16"}, "model": {"name": "models/tiny-qwen2", "dtype": "float16"}},
      "fp16_on_cpu"),
@@ -84,15 +88,15 @@ def qwen72b():
 
 def test_auto_prefers_zero3_over_naive_model_parallel_when_both_fit(qwen72b):
     spec, arch = qwen72b
-    kind, plans = choose_backend(spec, arch)
-    verdicts = {p.backend: p.fits for p in plans}
-    assert kind == "deepspeed-zero3"
+    chosen, considered = choose_backend(CompileContext.build(spec, EXAMPLES))
+    verdicts = {c.backend.kind: c.plan.fits for c in considered}
+    assert chosen.kind == "deepspeed-zero3"
     assert verdicts["naive-model-parallel"] and not verdicts["deepspeed-zero2"]
 
 
 def test_zero3_plan_shards_weights_and_loading(qwen72b):
     spec, arch = qwen72b
-    result = plan(spec, arch, "deepspeed-zero3")
+    result = plan(spec, arch, get_backend("deepspeed-zero3"))
     device = result.devices[0]
     weights = arch.num_params() * 2
     gathered = arch.head_params() + int(0.9 * arch.hidden_size**2)  # lm_head > max_live: the largest tensor
@@ -100,7 +104,7 @@ def test_zero3_plan_shards_weights_and_loading(qwen72b):
     assert 26 * GiB < device.peak < 30 * GiB  # the issue: about 27 GiB per GPU
     # a converting (fp32) load: zero.Init keeps only a shard per rank, ZeRO-2 a whole private copy
     fp32 = spec.model_copy(update={"model": spec.model.model_copy(update={"dtype": "float32"})})
-    zero3, zero2 = plan(fp32, arch, "deepspeed-zero3").host, plan(fp32, arch, "deepspeed-zero2").host
+    zero3, zero2 = plan(fp32, arch, get_backend("deepspeed-zero3")).host, plan(fp32, arch, get_backend("deepspeed-zero2")).host
     assert zero3.load_peak < zero3.budget < zero2.load_peak
     assert zero3.load_peak < 8 * 1.8 * (arch.num_params() * 4 / 8 + arch.layer_params() * 4) + 8 * 3 * GiB + 1
 
@@ -109,6 +113,6 @@ def test_parameter_offload_moves_the_shards_to_host(qwen72b):
     spec, arch = qwen72b
     offload = spec.strategies.offload.model_copy(update={"params": "cpu", "optimizer": "cpu"})
     offloaded_spec = spec.model_copy(update={"strategies": spec.strategies.model_copy(update={"offload": offload})})
-    on_gpu, offloaded = plan(spec, arch, "deepspeed-zero3"), plan(offloaded_spec, arch, "deepspeed-zero3")
+    on_gpu, offloaded = plan(spec, arch, get_backend("deepspeed-zero3")), plan(offloaded_spec, arch, get_backend("deepspeed-zero3"))
     assert offloaded.devices[0].breakdown["weights"] < on_gpu.devices[0].breakdown["weights"] / 5
     assert offloaded.host.train_peak > on_gpu.host.train_peak + arch.num_params() * 2 * 0.99

@@ -12,7 +12,8 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from qcompile import __version__
 from qcompile.backends.registry import get_backend
 from qcompile.backends.train_config import build_train_config
-from qcompile.schemas import Spec
+from qcompile.schemas.spec import Spec
+from tests.helpers import narrowed
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples"
@@ -36,14 +37,15 @@ def spec_from(path: Path, **overrides) -> Spec:
 
 
 def build_job(spec: Spec, spec_dir: Path, build_dir: Path) -> Path:
-    backend = get_backend(spec.backend.kind)
+    ctx = narrowed(spec, spec_dir)
+    backend = ctx.backend
     build_dir.mkdir(parents=True, exist_ok=True)
     dump = lambda data: json.dumps(data, sort_keys=True, indent=2) + "\n"  # noqa: E731
-    ds_config = backend.ds_config(spec, spec_dir)
+    ds_config = backend.ds_config(ctx)
     if ds_config is not None:
         (build_dir / "ds_config.json").write_text(dump(ds_config))
     (build_dir / "accelerate_config.yaml").write_text(yaml.safe_dump(backend.accelerate_config(spec), sort_keys=True))
-    (build_dir / "train_config.json").write_text(dump(build_train_config(spec, spec_dir, backend)))
+    (build_dir / "train_config.json").write_text(dump(build_train_config(ctx)))
     (build_dir / "train.py").write_text(render_train_py(spec.backend.kind))
     return build_dir
 

@@ -5,9 +5,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from qcompile.schemas import Spec
+from qcompile.compiler.context import CompileContext
+from qcompile.schemas.spec import Spec
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 EXAMPLE = ROOT / "examples" / "qwen72b-lora.yaml"
 
 
@@ -26,3 +27,8 @@ def spec_from(path: Path = EXAMPLE, **changes) -> Spec:
 @pytest.fixture
 def qwen72b() -> Spec:
     return spec_from()
+
+
+def context(spec: Spec, spec_dir: Path = EXAMPLE.parent) -> CompileContext:
+    """The compile context the loader would build for `spec` in `spec_dir`."""
+    return CompileContext.build(spec, spec_dir)

@@ -2,12 +2,19 @@ import json
 
 import pytest
 
-from qcompile.compiler.planner import (
-    budget_diagnostics, architecture_diagnostics, choose_backend, plan, planned_device_map,
-    resolve_architecture, suggest_fixes,
-)
+from qcompile.backends import get_backend
+from qcompile.backends.layer_placement import planned_device_map as layer_map
+from qcompile.compiler.checks import budget_diagnostics, diagnose
+from qcompile.compiler.choose import choose_backend, suggest_fixes
+from qcompile.compiler.planner import resolve_architecture
+from qcompile.compiler.planner.checks import architecture_diagnostics
+from qcompile.compiler.planner.plan import memory_context, plan
 
-from .conftest import EXAMPLE, spec_from
+from .conftest import EXAMPLE, context, spec_from
+
+
+def planned_device_map(spec, arch):
+    return layer_map(memory_context(spec, arch))
 
 GiB = 2**30
 
@@ -18,7 +25,7 @@ def arch(qwen72b):
 
 
 def test_zero2_cannot_hold_the_bf16_weights_per_gpu(qwen72b, arch):
-    result = plan(qwen72b, arch, "deepspeed-zero2")
+    result = plan(qwen72b, arch, get_backend("deepspeed-zero2"))
     assert not result.fits
     assert len(result.devices) == 8
     assert result.devices[0].breakdown["weights"] == 72_287_920_128 * 2
@@ -29,21 +36,21 @@ def test_zero2_cannot_hold_the_bf16_weights_per_gpu(qwen72b, arch):
 
 def test_float32_load_copies_per_rank_and_overflows_host(arch):
     spec = spec_from(**{"model.dtype": "float32", "backend": "deepspeed-zero2"})
-    result = plan(spec, arch, "deepspeed-zero2")
+    result = plan(spec, arch, get_backend("deepspeed-zero2"))
     assert result.host.load_peak > result.host.budget
     assert any("host RAM at load" in r and "8 x" in r for r in result.reasons)
     # same checkpoint, bf16 and memory-mapped: one shared copy, well within the node
-    shared = plan(spec_from(), arch, "deepspeed-zero2").host
+    shared = plan(spec_from(), arch, get_backend("deepspeed-zero2")).host
     assert shared.load_peak < 170 * GiB
 
 
 def test_copying_load_without_low_cpu_mem_usage_also_overflows(arch):
     spec = spec_from(**{"strategies.low_cpu_mem_usage": False})
-    assert any("low_cpu_mem_usage" in r for r in plan(spec, arch, "deepspeed-zero2").reasons)
+    assert any("low_cpu_mem_usage" in r for r in plan(spec, arch, get_backend("deepspeed-zero2")).reasons)
 
 
 def test_naive_model_parallel_fits_with_the_last_gpu_busiest(qwen72b, arch):
-    result = plan(qwen72b, arch, "naive-model-parallel")
+    result = plan(qwen72b, arch, get_backend("naive-model-parallel"))
     assert result.fits
     last = result.devices[-1]
     assert last is result.peak_device
@@ -52,40 +59,39 @@ def test_naive_model_parallel_fits_with_the_last_gpu_busiest(qwen72b, arch):
 
 
 def test_zero3_shards_the_weights(qwen72b, arch):
-    result = plan(qwen72b, arch, "deepspeed-zero3")
+    result = plan(qwen72b, arch, get_backend("deepspeed-zero3"))
     assert result.fits
     assert 22 * GiB < result.devices[0].tensor_bytes < 30 * GiB
 
 
 def test_auto_picks_a_backend_that_fits_and_explains_rejections(qwen72b, arch):
-    kind, plans = choose_backend(qwen72b, arch)
-    assert kind is not None and next(p for p in plans if p.backend == kind).fits
-    rejected = [p for p in plans if p.backend == "deepspeed-zero2"]
-    assert rejected and rejected[0].reasons
+    chosen, considered = choose_backend(context(qwen72b))
+    assert chosen is not None and next(c for c in considered if c.backend is chosen).usable
+    rejected = [c for c in considered if c.backend.kind == "deepspeed-zero2"]
+    assert rejected and rejected[0].plan.reasons and not rejected[0].usable
 
 
 def test_small_model_auto_picks_zero2(arch):
     spec = spec_from(**{"model.name": "Qwen/Qwen1.5-7B-Chat"})
-    small = resolve_architecture(spec, EXAMPLE.parent)
-    assert choose_backend(spec, small)[0] == "deepspeed-zero2"
+    assert choose_backend(context(spec))[0].kind == "deepspeed-zero2"
 
 
 def test_shorter_sequences_lower_the_peak(arch):
-    long = plan(spec_from(), arch, "naive-model-parallel").peak_device.peak
-    short = plan(spec_from(**{"strategies.max_seq_length": 512}), arch, "naive-model-parallel").peak_device.peak
-    no_ckpt = plan(spec_from(**{"strategies.gradient_checkpointing": False}), arch, "naive-model-parallel")
+    long = plan(spec_from(), arch, get_backend("naive-model-parallel")).peak_device.peak
+    short = plan(spec_from(**{"strategies.max_seq_length": 512}), arch, get_backend("naive-model-parallel")).peak_device.peak
+    no_ckpt = plan(spec_from(**{"strategies.gradient_checkpointing": False}), arch, get_backend("naive-model-parallel"))
     assert short < long < no_ckpt.peak_device.peak
 
 
 def test_suggest_fixes_only_lists_changes_that_fit(qwen72b, arch):
-    fixes = suggest_fixes(qwen72b, arch, "deepspeed-zero2")
+    fixes = suggest_fixes(context(qwen72b), get_backend("deepspeed-zero2"))
     assert fixes and all(f.fits for f in fixes)
     assert any(f.backend == "naive-model-parallel" for f in fixes)
     assert all(f.peak_device_bytes <= 80 * GiB for f in fixes)
 
 
 def test_json_has_the_contract_keys(qwen72b, arch):
-    doc = plan(qwen72b, arch, "deepspeed-zero2").to_json()
+    doc = plan(qwen72b, arch, get_backend("deepspeed-zero2")).to_json()
     assert {"backend", "fits", "devices", "host", "reasons"} <= set(doc)
     assert {"peak_bytes", "budget_bytes", "breakdown"} <= set(doc["devices"][0])
     assert {"load_peak_bytes", "train_peak_bytes", "budget_bytes"} <= set(doc["host"])
@@ -94,7 +100,7 @@ def test_json_has_the_contract_keys(qwen72b, arch):
 
 
 def test_markdown_and_text_tables(qwen72b, arch):
-    result = plan(qwen72b, arch, "naive-model-parallel")
+    result = plan(qwen72b, arch, get_backend("naive-model-parallel"))
     md = result.to_markdown()
     assert md.startswith("# Memory plan: naive-model-parallel") and "| gpu 7 |" in md
     text = result.to_text()
@@ -103,30 +109,36 @@ def test_markdown_and_text_tables(qwen72b, arch):
 
 def test_budget_diagnostics_for_zero2(arch):
     spec = spec_from(backend="deepspeed-zero2")
-    diags = budget_diagnostics(spec, EXAMPLE.parent)
+    zero2 = get_backend("deepspeed-zero2")
+    diags = budget_diagnostics(context(spec).for_backend(zero2))
     assert len(diags) == 1 and diags[0].path == ("hardware",) and diags[0].is_error
-    assert "148." in diags[0].message or "GiB" in diags[0].message
-    assert "naive-model-parallel" in diags[0].hint
-    assert budget_diagnostics(spec_from(backend="naive-model-parallel"), EXAMPLE.parent) == []
+    assert "peak 148.9 GiB on rank 0 (budget 80.0 GiB)" in diags[0].message
+    assert "ZeRO-2 replicates the frozen weights" in diags[0].notes[0]
+    assert "backend: deepspeed-zero3" in diags[0].hint and "backend: naive-model-parallel" in diags[0].hint
+    naive = get_backend("naive-model-parallel")
+    assert budget_diagnostics(context(spec_from(backend="naive-model-parallel")).for_backend(naive)) == []
 
 
 def test_budget_diagnostics_auto_when_nothing_fits():
     spec = spec_from(**{"hardware.device_memory": "4GiB", "hardware.devices_per_node": 1})
-    diags = budget_diagnostics(spec, EXAMPLE.parent)
-    assert [d.path for d in diags] == [("backend",)]
-    assert diags[0].notes  # one rejection per backend
+    diags = [d for d in diagnose(context(spec))[0] if d.is_error]
+    assert [(d.path, d.code) for d in diags] == [(("backend",), "memory_budget")]
+    assert len(diags[0].notes) == 4  # one rejection per backend
 
 
-def test_unknown_architecture_says_nothing_about_budget(tmp_path, monkeypatch):
+def test_unknown_architecture_warns_that_memory_is_not_checked(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
     spec = spec_from(**{"model.name": "acme/mystery", "backend": "deepspeed-zero2"})
-    assert budget_diagnostics(spec, tmp_path) == []
-    assert architecture_diagnostics(spec, tmp_path) == []
+    diags, narrowed = diagnose(context(spec, tmp_path))
+    assert narrowed.plan is None and not any(d.code == "memory_budget" for d in diags)
+    [skipped] = [d for d in diags if d.code == "memory_not_checked"]
+    assert not skipped.is_error and "acme/mystery" in skipped.message and "model.config" in skipped.hint
+    assert not any(d.code == "memory_not_checked" for d in diagnose(context(spec, tmp_path), memory_check=False)[0])
 
 
 def test_architecture_diagnostics_layers_and_modules(arch):
     spec = spec_from(**{"lora.layers": [0, 79, 80, -1], "lora.target_modules": ["q_proj", "qkv_proj", "c_attn"]})
-    diags = architecture_diagnostics(spec, EXAMPLE.parent)
+    diags = architecture_diagnostics(spec, arch)
     paths = sorted(d.path for d in diags)
     assert ("lora", "layers", 2) in paths and ("lora", "layers", 3) in paths
     assert ("lora", "layers", 1) not in paths
@@ -146,7 +158,7 @@ def test_naive_mp_spills_to_cpu_when_the_gpus_are_too_small(arch):
     the modules the map puts there (plus the streamed layer on GPU 0, which runs the offloaded ones)."""
     spec = spec_from(**{"hardware.devices_per_node": 4, "hardware.device_memory": "32GiB",
                         "strategies.offload.params": "cpu", "backend": "naive-model-parallel"})
-    result, device_map = plan(spec, arch, "naive-model-parallel"), planned_device_map(spec, arch)
+    result, device_map = plan(spec, arch, get_backend("naive-model-parallel")), planned_device_map(spec, arch)
     assert result.fits, result.reasons
     layers = [device_map[f"model.layers.{i}"] for i in range(80)]
     resident = [d for d in layers if d != "cpu"]
@@ -160,15 +172,15 @@ def test_naive_mp_spills_to_cpu_when_the_gpus_are_too_small(arch):
     assert result.host.train_peak > (80 - len(resident)) * layer  # the offloaded layers live in host RAM
     no_offload = spec_from(**{"hardware.devices_per_node": 4, "hardware.device_memory": "32GiB"})
     assert "cpu" not in planned_device_map(no_offload, arch).values()
-    assert not plan(no_offload, arch, "naive-model-parallel").fits
+    assert not plan(no_offload, arch, get_backend("naive-model-parallel")).fits
 
 
 def test_offload_plan_moves_layers_off_a_small_gpu(arch):
     spec = spec_from(**{"hardware.devices_per_node": 1, "hardware.device_memory": "40GiB",
                         "strategies.offload.params": "cpu", "backend": "accelerate-offload"})
-    result = plan(spec, arch, "accelerate-offload")
+    result = plan(spec, arch, get_backend("accelerate-offload"))
     assert result.fits, result.reasons
     assert result.devices[0].peak <= 40 * GiB
     assert result.host.train_peak > 90 * GiB  # the offloaded weights live in host RAM
     no_offload = spec_from(**{"hardware.devices_per_node": 1, "hardware.device_memory": "40GiB"})
-    assert not plan(no_offload, arch, "accelerate-offload").fits
+    assert not plan(no_offload, arch, get_backend("accelerate-offload")).fits

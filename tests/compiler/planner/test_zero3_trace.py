@@ -15,13 +15,12 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("deepspeed")
 pytest.importorskip("peft")
 
-from qcompile.backends.registry import get_backend  # noqa: E402
-from qcompile.compiler.planner import plan, resolve_architecture  # noqa: E402
 from qcompile.compiler.planner.trace import TraceCase  # noqa: E402
-from qcompile.schemas import Spec  # noqa: E402
+from qcompile.schemas.spec import Spec  # noqa: E402
+from tests.helpers import narrowed  # noqa: E402
 
 pytestmark = pytest.mark.slow
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 WIDE = dict(num_layers=4, vocab_size=256, hidden_size=128, intermediate_size=512, seq_len=64)
 
 
@@ -43,8 +42,9 @@ def test_zero3_plan_within_6_percent_of_traced_ranks(tmp_path, ranks, changes):
     case = TraceCase(**{**WIDE, "dtype": "float32", **changes})
     (tmp_path / "config.json").write_text(json.dumps(case.config_dict()))
     spec = zero3_spec(case, ranks, tmp_path / "config.json")
-    ds_config = get_backend("deepspeed-zero3").ds_config(spec, tmp_path)
-    planned = plan(spec, resolve_architecture(spec, tmp_path), "deepspeed-zero3").devices[0].tensor_bytes
+    ctx = narrowed(spec, tmp_path)
+    ds_config = ctx.backend.ds_config(ctx)
+    planned = ctx.plan.devices[0].tensor_bytes
     env = {**os.environ, "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1",
            "TORCH_EXTENSIONS_DIR": str(REPO / ".cache" / "torch_extensions")}
     fields = {k: v for k, v in case.__dict__.items() if k != "target_modules"}

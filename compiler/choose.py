@@ -1,0 +1,118 @@
+"""`backend: auto` and the planner's suggestions: both need every backend, its plan and its rules.
+
+choose_backend picks the fastest backend whose plan fits and whose rules accept the spec;
+suggest_fixes lists the smallest single changes after which a backend fits, each one a spec that
+backend would also accept (a 2-node spec is never told to use a single-node backend)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from qcompile.backends.base import Backend
+from qcompile.backends.registry import by_speed
+from qcompile.schemas.backend import with_backend
+from qcompile.schemas.units import format_bytes
+from qcompile.strategies import STRATEGIES
+
+from .context import CompileContext
+from .planner.plan import Plan, plan
+from .rules import accepts
+
+SMALLER_TARGETS = ("q_proj", "v_proj")
+
+
+@dataclass(frozen=True)
+class Considered:
+    backend: Backend
+    plan: Plan
+    refused: tuple[str, ...]  # why its rules refuse the spec; empty when they accept it
+
+    @property
+    def usable(self) -> bool:
+        return self.plan.fits and not self.refused
+
+    def why_not(self) -> str:
+        if self.refused:
+            return ("fits but: " if self.plan.fits else "refuses the spec: ") + "; ".join(self.refused)
+        return "; ".join(self.plan.reasons)
+
+
+def consider(ctx: CompileContext) -> list[Considered]:
+    """Every backend's plan and verdict, fastest first (needs the architecture)."""
+    out = []
+    for backend in by_speed():
+        narrowed = ctx.for_backend(backend)
+        refused = tuple(d.message for d in accepts(narrowed.spec, backend))
+        out.append(Considered(backend, narrowed.plan, refused))
+    return out
+
+
+def choose_backend(ctx: CompileContext) -> tuple[Backend | None, list[Considered]]:
+    """The fastest usable backend (None when none is), and every backend considered."""
+    considered = consider(ctx)
+    return next((c.backend for c in considered if c.usable), None), considered
+
+
+@dataclass(frozen=True)
+class Fix:
+    change: str  # what to set, e.g. "strategies.max_seq_length: 1024"
+    backend: str
+    peak_device_bytes: int
+    host_load_bytes: int
+    fits: bool
+
+    def text(self) -> str:
+        via = "" if self.change.startswith("backend:") else f" ({self.backend})"
+        return (f"{self.change}{via}: peak {format_bytes(self.peak_device_bytes)} per device, "
+                f"host at load {format_bytes(self.host_load_bytes)}")
+
+
+def _with(spec, dotted: str, value):
+    """A copy of the (frozen) spec with one nested field replaced."""
+    head, _, rest = dotted.partition(".")
+    if not rest:
+        return spec.model_copy(update={head: value})
+    return spec.model_copy(update={head: _with(getattr(spec, head), rest, value)})
+
+
+def _changes(spec, backend: Backend) -> list[tuple[str, dict, Backend]]:
+    """(description, {dotted key: value}, backend) for each single change worth trying, smallest first."""
+    out: list[tuple[str, dict, Backend]] = []
+    if spec.model.dtype == "float32":
+        out.append(("model.dtype: bfloat16", {"model.dtype": "bfloat16"}, backend))
+    for strategy in STRATEGIES:
+        out += [(text, change, backend) for text, change in strategy.fixes(spec, backend)]
+    if spec.training.micro_batch_size > 1:
+        out.append(("training.micro_batch_size: 1", {"training.micro_batch_size": 1}, backend))
+    smaller = [m for m in SMALLER_TARGETS if m in spec.lora.target_modules]
+    if smaller and len(smaller) < len(spec.lora.target_modules):
+        out.append((f"lora.target_modules: [{', '.join(smaller)}]", {"lora.target_modules": smaller}, backend))
+    others = [b for b in by_speed() if b.kind != backend.kind]
+    out += [(f"backend: {b.kind}", {}, b) for b in others]
+    if spec.strategies.offload.params == "none":
+        out += [(f"backend: {b.kind} with strategies.offload.params: cpu", {"strategies.offload.params": "cpu"}, b)
+                for b in by_speed() if "cpu" in b.accepts.param_offload]
+    hw = spec.hardware
+    out.append((f"hardware.devices_per_node: {hw.devices_per_node * 2}",
+                {"hardware.devices_per_node": hw.devices_per_node * 2}, backend))
+    out.append((f"hardware.nodes: {hw.nodes * 2}", {"hardware.nodes": hw.nodes * 2}, backend))
+    return out
+
+
+def suggest_fixes(ctx: CompileContext, backend: Backend, limit: int = 5) -> list[Fix]:
+    """The smallest single changes after which `backend` (or the backend the change names) fits and
+    accepts the spec, with their predicted peaks; at most `limit`, in the order a user would try them."""
+    base = ctx.for_backend(backend).spec
+    fixes: list[Fix] = []
+    for description, changes, target in _changes(base, backend):
+        changed = with_backend(base, target.kind)
+        for dotted, value in changes.items():
+            changed = _with(changed, dotted, value)
+        if any(f.backend == target.kind and target is not backend for f in fixes) or accepts(changed, target):
+            continue
+        result = plan(changed, ctx.arch, target)
+        if result.fits:
+            fixes.append(Fix(description, target.kind, result.peak_device.peak, result.host.load_peak, True))
+        if len(fixes) == limit:
+            break
+    return fixes
