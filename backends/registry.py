@@ -5,6 +5,7 @@ reported once as a warning naming its package; the built-ins keep working."""
 from __future__ import annotations
 
 import warnings
+from functools import cache
 from importlib.metadata import entry_points
 
 from qcompile.errors import PluginError
@@ -56,17 +57,23 @@ def _load_plugins() -> dict[str, Backend]:
     return plugins
 
 
-BACKENDS: dict[str, Backend] = {**BUILTINS, **_load_plugins()}
+@cache
+def all_backends() -> dict[str, Backend]:
+    """Built-ins, then plugins, loaded on first use (a plugin may itself import qcompile.backends)."""
+    return {**BUILTINS, **_load_plugins()}
 
 
 def get_backend(kind: str) -> Backend:
-    """The backend for a concrete kind (`auto` is resolved by the compile context before this)."""
+    """The backend for a concrete kind (`auto` is resolved by the compile context before this).
+    Built-ins answer without loading plugins, so a plugin can wrap one while it is being loaded."""
+    if kind in BUILTINS:
+        return BUILTINS[kind]
     try:
-        return BACKENDS[kind]
+        return all_backends()[kind]
     except KeyError:
-        raise KeyError(f"no backend {kind!r}; known: {', '.join(sorted(BACKENDS))}") from None
+        raise KeyError(f"no backend {kind!r}; known: {', '.join(sorted(all_backends()))}") from None
 
 
 def by_speed() -> list[Backend]:
     """Every backend, fastest first: the order `auto` tries them and `plan --backend all` shows them."""
-    return sorted(BACKENDS.values(), key=lambda b: (b.speed_rank, b.kind))
+    return sorted(all_backends().values(), key=lambda b: (b.speed_rank, b.kind))

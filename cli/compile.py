@@ -14,7 +14,8 @@ from .errors import handle_errors, print_diagnostics
 @click.argument("spec", type=click.Path())
 @click.option("--emit", "do_emit", is_flag=True, help="Write the artifacts (otherwise only check and list them).")
 @click.option("-o", "--output", "out_dir", type=click.Path(), help="Build directory [default: build/<spec name>].")
-@click.option("--force", is_flag=True, help="Write into a non-empty directory qcompile did not create.")
+@click.option("--force", is_flag=True, help="Write into a directory qcompile did not create, or over files you "
+              "changed (each kept as NAME.orig).")
 @click.option("--no-memory-check", is_flag=True, help="Emit even if the plan does not fit the budget.")
 @handle_errors
 def compile_command(spec: str, do_emit: bool, out_dir: str | None, force: bool, no_memory_check: bool) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import warnings
 
 import click
 
@@ -55,5 +56,17 @@ def cli(debug: bool) -> None:
     """
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """qcompile's own warnings (an ignored backend plugin) as one line; others as Python shows them."""
+    if category.__module__.startswith("qcompile."):
+        click.echo(click.style(f"warning: {message}", fg="yellow"), err=True)
+    else:
+        _python_show_warning(message, category, filename, lineno, file, line)
+
+
+_python_show_warning = warnings.showwarning
+
+
 def main() -> None:
+    warnings.showwarning = _show_warning
     cli(prog_name="qcompile")

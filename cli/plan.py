@@ -13,7 +13,7 @@ import sys
 
 import click
 
-from qcompile.backends.registry import BACKENDS
+from qcompile.backends.registry import all_backends
 from qcompile.compiler.checks import diagnose
 from qcompile.compiler.choose import Considered, choose_backend, consider, suggest_fixes
 from qcompile.compiler.load import load_spec
@@ -60,8 +60,8 @@ def plan(spec_path: str, as_json: bool, backend: str | None, trace: bool) -> Non
     loaded = load_spec(spec_path, memory_check=False, choose=False)
     ctx = loaded.context
     kind = backend or loaded.spec.backend.kind
-    if kind not in (ALL, "auto", *BACKENDS):
-        raise UserError(f"unknown backend {kind!r}", f"use all, auto or one of {', '.join(BACKENDS)}")
+    if kind not in (ALL, "auto", *all_backends()):
+        raise UserError(f"unknown backend {kind!r}", f"use all, auto or one of {', '.join(all_backends())}")
     if ctx.arch is None:
         raise UserError(ctx.arch_problem.message, ctx.arch_problem.hint)
     problems = [d for d in diagnose(ctx, memory_check=False)[0] if d.is_error and d.code not in AUTO_ONLY]

@@ -19,7 +19,8 @@ from .errors import EXIT_USER, handle_errors, print_diagnostics
 @click.option("--resume", is_flag=True, help="Continue from the latest complete checkpoint in training.output_dir.")
 @click.option("--dry-run", is_flag=True, help="Write the build, print the launch command and environment, stop.")
 @click.option("-o", "--output", "out_dir", type=click.Path(), help="Build directory [default: build/<spec name>].")
-@click.option("--force", is_flag=True, help="Write into a non-empty directory qcompile did not create.")
+@click.option("--force", is_flag=True, help="Write into a directory qcompile did not create, or over files you "
+              "changed (each kept as NAME.orig).")
 @click.option("--no-memory-check", is_flag=True, help="Run even if the plan does not fit the budget.")
 @handle_errors
 def run(spec: str, resume: bool, dry_run: bool, out_dir: str | None, force: bool, no_memory_check: bool) -> None:

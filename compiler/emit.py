@@ -3,7 +3,6 @@ train.py, train_config.json, launch.sh, memory_plan.*, manifest.json), determini
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shlex
 from dataclasses import dataclass
@@ -16,7 +15,7 @@ from qcompile.backends.train_config import build_train_config
 
 from .context import CompileContext
 from .load import LoadedSpec, load_spec
-from .output import GENERATOR, write_build_dir
+from .output import GENERATOR, sha256, write_build_dir
 from .render import render, render_python
 
 
@@ -26,10 +25,6 @@ def dump_json(data: object) -> bytes:
 
 def dump_yaml(data: object) -> bytes:
     return yaml.safe_dump(data, sort_keys=True, default_flow_style=False, allow_unicode=True).encode()
-
-
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -79,9 +74,9 @@ def compile_spec(loaded: LoadedSpec) -> Build:
         "generator": GENERATOR,
         "qcompile_version": __version__,
         "backend": backend.kind,
-        "spec": {"file": loaded.path.name, "sha256": _sha256(loaded.source)},
+        "spec": {"file": loaded.path.name, "sha256": sha256(loaded.source)},
         "launch": {"argv": argv, "env": env, "cwd": "."},
-        "files": {name: _sha256(data) for name, data in sorted(files.items())},
+        "files": {name: sha256(data) for name, data in sorted(files.items())},
     })
     return Build(backend.kind, files, manifest, argv, env)
 

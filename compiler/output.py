@@ -1,7 +1,9 @@
-"""write: put a build directory on disk atomically, never clobbering what qcompile did not write."""
+"""write: put a build directory on disk atomically, never clobbering what qcompile did not write or what
+the user changed since (manifest.json holds the hash of every file qcompile wrote)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -30,8 +32,12 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
         raise
 
 
-def _previous_files(build_dir: Path) -> list[str] | None:
-    """Files an earlier qcompile run listed, or None if the directory is not ours."""
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _previous_hashes(build_dir: Path) -> dict[str, str] | None:
+    """File -> sha256 as an earlier qcompile emit recorded them, or None if the directory is not ours."""
     try:
         manifest = json.loads((build_dir / MANIFEST).read_text())
     except (OSError, ValueError):
@@ -39,19 +45,46 @@ def _previous_files(build_dir: Path) -> list[str] | None:
     if not isinstance(manifest, dict) or manifest.get("generator") != GENERATOR:
         return None
     files = manifest.get("files", {})
-    return [name for name in files if isinstance(name, str) and "/" not in name]
+    if not isinstance(files, dict):
+        return None
+    return {name: digest for name, digest in files.items() if isinstance(name, str) and "/" not in name}
+
+
+def _changed_by_user(build_dir: Path, files: dict[str, bytes], previous: dict[str, str]) -> list[str]:
+    """Files this emit would replace or remove whose bytes are neither what qcompile last wrote nor what
+    it is about to write: the user's edits (or files the user put there)."""
+    changed = []
+    for name in sorted(set(files) | set(previous)):
+        path = build_dir / name
+        if not path.is_file():
+            continue
+        current = path.read_bytes()
+        if sha256(current) != previous.get(name) and current != files.get(name):
+            changed.append(name)
+    return changed
 
 
 def write_build_dir(build_dir: Path, files: dict[str, bytes], manifest: bytes, force: bool) -> None:
-    """Write `files` then the manifest (last, so an interrupted write leaves the old manifest valid)."""
+    """Write `files` then the manifest (last, so an interrupted write leaves the old manifest valid).
+    A file the user changed since the last emit is never lost: without `force` nothing is written; with
+    it, each such file is kept beside the new one as NAME.orig."""
     if build_dir.exists() and not build_dir.is_dir():
         raise OutputError(f"{build_dir} exists and is not a directory", "choose another -o DIR")
-    previous = _previous_files(build_dir) if build_dir.exists() else []
+    previous = _previous_hashes(build_dir) if build_dir.exists() else {}
     if previous is None and any(build_dir.iterdir()) and not force:
         raise OutputError(f"{build_dir} is not empty and was not written by qcompile; refusing to overwrite it",
                           "choose another -o DIR, or pass --force to write into it anyway")
     try:
+        changed = _changed_by_user(build_dir, files, previous or {}) if build_dir.exists() else []
+        if changed and not force:
+            names = ", ".join(str(build_dir / name) for name in changed)
+            raise OutputError(f"{names} changed since qcompile wrote {'it' if len(changed) == 1 else 'them'}; "
+                              "refusing to overwrite your edits",
+                              "keep your changes elsewhere, or pass --force to overwrite "
+                              "(each changed file is kept as NAME.orig)")
         build_dir.mkdir(parents=True, exist_ok=True)
+        for name in changed:
+            atomic_write(build_dir / f"{name}.orig", (build_dir / name).read_bytes())
         for name, data in sorted(files.items()):
             atomic_write(build_dir / name, data, 0o755 if name in EXECUTABLE else 0o644)
         for stale in set(previous or ()) - set(files) - {MANIFEST}:

@@ -9,7 +9,7 @@ from typing import Annotated, Literal, Union
 
 from pydantic import Field, create_model
 
-from qcompile.backends.registry import BACKENDS
+from qcompile.backends.registry import all_backends
 
 from ._base import Section
 
@@ -29,7 +29,7 @@ def options_model(backend) -> type[Section]:
     )
 
 
-BACKEND_MODELS: dict[str, type[Section]] = {kind: options_model(b) for kind, b in BACKENDS.items()}
+BACKEND_MODELS: dict[str, type[Section]] = {kind: options_model(b) for kind, b in all_backends().items()}
 BACKEND_KINDS: tuple[str, ...] = ("auto", *BACKEND_MODELS)
 
 BackendSpec = Annotated[
@@ -54,4 +54,4 @@ def describe_kinds() -> str:
     return " | ".join(BACKEND_KINDS)
 
 
-__all__ = ["BACKENDS", "BACKEND_KINDS", "BACKEND_MODELS", "AutoBackend", "BackendSpec", "default_options"]
+__all__ = ["BACKEND_KINDS", "BACKEND_MODELS", "AutoBackend", "BackendSpec", "default_options"]

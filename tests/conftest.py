@@ -25,3 +25,13 @@ def compare_golden(path: Path, actual: str, update: bool) -> None:
         return
     assert path.exists(), f"missing golden file {path}; run pytest --update-golden"
     assert actual == path.read_text(), f"{path} differs; review and run pytest --update-golden"
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory):
+    """The tiny example model (examples/models/tiny-qwen2), created once per session."""
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    from tests.training.jobs import tiny_model
+
+    return tiny_model(tmp_path_factory.getbasetemp())

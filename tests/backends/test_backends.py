@@ -9,7 +9,7 @@ import yaml
 
 from qcompile.backends.layer_placement import planned_device_map
 from qcompile.backends.offload import placement_budgets
-from qcompile.backends.registry import BACKENDS, get_backend
+from qcompile.backends.registry import BUILTINS, get_backend
 from qcompile.backends.train_config import build_train_config
 from qcompile.compiler.rules import backend_rules
 from qcompile.schemas.spec import Spec
@@ -27,8 +27,8 @@ def example(name: str, **overrides) -> Spec:
 
 
 def test_registry_has_every_concrete_kind():
-    assert set(BACKENDS) == {"deepspeed-zero2", "deepspeed-zero3", "accelerate-offload", "naive-model-parallel"}
-    for kind in BACKENDS:
+    assert set(BUILTINS) == {"deepspeed-zero2", "deepspeed-zero3", "accelerate-offload", "naive-model-parallel"}
+    for kind in BUILTINS:
         assert get_backend(kind).kind == kind
     with pytest.raises(KeyError, match="known"):
         get_backend("auto")

@@ -1,5 +1,6 @@
 """`qcompile SPEC --emit`: the build directory, written safely and deterministically."""
 
+import hashlib
 import json
 
 from click.testing import CliRunner
@@ -48,12 +49,37 @@ def test_reemit_keeps_user_files_and_drops_its_own_stale_ones(tmp_path):
     assert run(SPEC, "--emit", "-o", tmp_path).exit_code == 0
     (tmp_path / "notes.txt").write_text("mine")
     manifest = json.loads((tmp_path / "manifest.json").read_text())
-    manifest["files"]["old_artifact.json"] = "0" * 64
+    manifest["files"]["old_artifact.json"] = hashlib.sha256(b"{}").hexdigest()
     (tmp_path / "manifest.json").write_text(json.dumps(manifest))
     (tmp_path / "old_artifact.json").write_text("{}")
     assert run(SPEC, "--emit", "-o", tmp_path).exit_code == 0
     assert (tmp_path / "notes.txt").read_text() == "mine"
     assert not (tmp_path / "old_artifact.json").exists()
+
+
+def test_reemit_never_loses_an_edited_file(tmp_path):
+    assert run(SPEC, "--emit", "-o", tmp_path).exit_code == 0
+    generated = (tmp_path / "train.py").read_text()
+    (tmp_path / "train.py").write_text(generated + "# my change\n")
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    result = run(SPEC, "--emit", "-o", tmp_path)
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert f"{tmp_path / 'train.py'} changed since qcompile wrote it" in result.output and "--force" in result.output
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # nothing written at all
+    assert run(SPEC, "--emit", "-o", tmp_path, "--force").exit_code == 0
+    assert (tmp_path / "train.py").read_text() == generated
+    assert (tmp_path / "train.py.orig").read_text() == generated + "# my change\n"
+    assert run(SPEC, "--emit", "-o", tmp_path).exit_code == 0  # the .orig is the user's; the rest is ours again
+
+
+def test_reemit_never_removes_an_edited_stale_file(tmp_path):
+    assert run(SPEC, "--emit", "-o", tmp_path).exit_code == 0
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    manifest["files"]["old_artifact.json"] = hashlib.sha256(b"{}").hexdigest()
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    (tmp_path / "old_artifact.json").write_text('{"edited": true}')
+    assert run(SPEC, "--emit", "-o", tmp_path).exit_code == 1
+    assert (tmp_path / "old_artifact.json").read_text() == '{"edited": true}'
 
 
 def test_bad_spec_exits_one_without_traceback(tmp_path):
