@@ -10,6 +10,7 @@ from qcompile.compiler.planner.activations import step_activations
 from qcompile.compiler.planner.memory import HOST_PER_PROCESS, TENSOR_KEYS, Context, DeviceUse, HostUse, device_use
 from qcompile.schemas.units import format_bytes
 
+
 def split_layers(num_layers: int, devices: int) -> list[range]:
     """Contiguous blocks, the earlier devices taking the remainder (the last also holds the head)."""
     base, extra = divmod(num_layers, devices)
@@ -25,7 +26,8 @@ def _layer_device(ctx: Context, d: int, layers: range, first: bool, last: bool, 
     arch, e = ctx.arch, ctx.dtype_bytes
     name = f"gpu {d}" if ctx.spec.hardware.accelerator == "cuda" else f"device {d}"
     if not layers and not first and not last:
-        return DeviceUse(name, {k: 0 for k in TENSOR_KEYS} | ctx.overheads(0), ctx.spec.hardware.device_memory, "unused")
+        idle = {k: 0 for k in TENSOR_KEYS} | ctx.overheads(0)
+        return DeviceUse(name, idle, ctx.spec.hardware.device_memory, "unused")
     weights = len(layers) * arch.layer_params() * e + extra_weights
     weights += arch.embedding_params() * e if first else 0
     weights += arch.head_params() * e if last else 0
@@ -95,7 +97,8 @@ def _layer_host(ctx: Context, offload_from: int) -> HostUse:
     load, why = ctx.host_load(1)
     notes = [why]
     if offloaded:
-        notes.append(f"{len(offloaded)} layers and the head ({format_bytes(off_bytes)}) offloaded to {s.strategies.offload.params}")
+        notes.append(f"{len(offloaded)} layers and the head ({format_bytes(off_bytes)}) offloaded to "
+                     f"{s.strategies.offload.params}")
     runtime = HOST_PER_PROCESS[s.hardware.accelerator]
     disk = ctx.checkpoint_disk() + (off_bytes if s.strategies.offload.params == "disk" else 0)
     return HostUse(load + on_cpu, runtime + on_cpu, s.hardware.host_memory, disk, notes)

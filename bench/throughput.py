@@ -46,7 +46,8 @@ def write_spec(folder: Path, example: str, overrides: dict, steps: int) -> Path:
     data["data"] = {"path": str(EXAMPLES / "data" / "alpaca.jsonl"), "format": "alpaca"}
     data["lora"] = {"r": 8, "alpha": 16, "dropout": 0.0, "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"]}
     data["training"].update({"micro_batch_size": 4, "gradient_accumulation_steps": 1, "max_steps": steps,
-                             "save_steps": 10 * steps, "logging_steps": LOGGING_STEPS, "output_dir": str(folder / "out")})
+                             "save_steps": 10 * steps, "logging_steps": LOGGING_STEPS,
+                             "output_dir": str(folder / "out")})
     path = folder / "spec.yaml"
     path.write_text(yaml.safe_dump(data))
     return path
@@ -139,8 +140,9 @@ def main() -> None:
     print(f"{'':31s} {'best tok/s':>10s} {'loop best':>10s} {'ratio':>6s} {'median ratio':>13s}")
     for name in generated:
         best, loop_best = max(generated[name]), max(reference[name])
-        ratios = [run / loop for run, loop in zip(generated[name], reference[name])]
-        print(f"ratio {name:24s}  {best:10,.0f} {loop_best:10,.0f} {best / loop_best:6.2f} {statistics.median(ratios):13.2f}")
+        ratios = [run / loop for run, loop in zip(generated[name], reference[name], strict=True)]
+        median = statistics.median(ratios)
+        print(f"ratio {name:24s}  {best:10,.0f} {loop_best:10,.0f} {best / loop_best:6.2f} {median:13.2f}")
 
 
 if __name__ == "__main__":

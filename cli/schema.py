@@ -4,8 +4,8 @@ import json
 
 import click
 
-from qcompile.schemas.spec import Spec
 from qcompile.schemas.reference import markdown_reference
+from qcompile.schemas.spec import Spec
 
 
 def spec_json_schema() -> dict:

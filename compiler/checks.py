@@ -4,11 +4,10 @@ the data path, the architecture, the backend's and strategies' rules, `auto`'s c
 from __future__ import annotations
 
 from qcompile.backends.registry import get_backend
+from qcompile.schemas.units import format_bytes
 
 from .choose import choose_backend, suggest_fixes
 from .context import CompileContext
-from qcompile.schemas.units import format_bytes
-
 from .diagnostics import Diagnostic, error, warning
 from .planner.checks import architecture_diagnostics
 from .rules import backend_rules, data_rule

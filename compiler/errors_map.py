@@ -7,6 +7,8 @@ import typing
 
 from pydantic import BaseModel, ValidationError
 
+from qcompile.schemas.backend import BACKEND_KINDS
+
 from .diagnostics import Diagnostic, KeyPath, error
 from .yaml_source import Positions
 
@@ -114,7 +116,7 @@ def to_diagnostics(exc: ValidationError, data: object, positions: Positions,
             hint = _suggest(err["ctx"]["tag"], tags)
         elif kind == "union_tag_not_found":
             message = "a backend mapping needs a 'kind'"
-            hint = "add kind: deepspeed-zero2 (or accelerate-offload, naive-model-parallel, auto)"
+            hint = f"add kind: one of {', '.join(BACKEND_KINDS)}"
         line, col = positions.of_value(path)
         out.append(error(path, message, kind, hint).at(None, line, col))
     return out

@@ -20,7 +20,7 @@ class ModelSpec(Section):
     )
     device_map: Literal["auto", "balanced", "sequential"] | None = Field(
         None,
-        description="How accelerate-offload spreads layers over the GPUs: sequential (fill each GPU in "
-        "turn; the default) or balanced/auto (even shares). ZeRO shards instead, so it is an error there; "
-        "naive-model-parallel loads the split its memory plan computes.",
+        description="How accelerate spreads layers over the GPUs, for a backend that lets it place them: "
+        "sequential (fill each GPU in turn; the default) or balanced/auto (even shares). Backends that shard "
+        "the model refuse it; a backend that splits layers by its own memory plan ignores it.",
     )

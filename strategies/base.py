@@ -3,7 +3,8 @@
 A strategy is one object: its key under `strategies:` (type, default, description), the rules it
 adds and which backends accept it (`check`), what it changes in the planner's step shape
 (`step_shape`), the smaller-memory settings the planner may suggest (`fixes`), and what the generated
-train.py reads for it (`train_config`, by section of train_config.json). The strategies section of the spec, the planner's inputs, its
+train.py reads for it (`train_config`, by section of train_config.json). The strategies section of the
+spec, the planner's inputs, its
 suggestions and train_config.json all derive from the registry in __init__.py.
 """
 

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import difflib
+
 from qcompile.compiler.diagnostics import Diagnostic, error
 
 from .architecture import Architecture

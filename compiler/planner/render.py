@@ -49,7 +49,8 @@ def plan_text(plan) -> str:
     header = ["device", *COLUMNS]
     rows = [header] + _device_rows(plan)
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-    table = ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
+    table = ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
+             for r in rows]
     return "\n".join(_verdict(plan) + table + _host_lines(plan)) + "\n"
 
 

@@ -43,7 +43,8 @@ def test_zero2_ds_config_is_concrete_and_consistent():
     assert config["zero_optimization"]["offload_optimizer"] == {"device": "cpu", "pin_memory": False}
     assert config["zero_force_ds_cpu_optimizer"] is False
     no_offload = example("zero2-cpu.yaml", strategies={"offload": {"optimizer": "none", "params": "none"}})
-    assert "offload_optimizer" not in get_backend("deepspeed-zero2").ds_config(narrowed(no_offload, EXAMPLES))["zero_optimization"]
+    zero = get_backend("deepspeed-zero2").ds_config(narrowed(no_offload, EXAMPLES))["zero_optimization"]
+    assert "offload_optimizer" not in zero
 
 
 def test_zero2_on_cpu_launches_with_gloo_env_and_one_thread_per_rank():
@@ -88,7 +89,8 @@ def test_train_config_resolves_paths_against_the_spec_folder(tmp_path):
     assert set(config) == {"accelerator", "backend", "data", "lora", "model", "strategies", "training", "world_size"}
     assert config["data"]["path"] == str(tmp_path / "data" / "chat.jsonl")
     assert config["training"]["output_dir"] == str((tmp_path.parent / "runs" / "example-offload").resolve())
-    assert config["backend"]["offload_folder"] == str((tmp_path.parent / "runs" / "example-offload" / "offload").resolve())
+    run_dir = (tmp_path.parent / "runs" / "example-offload").resolve()
+    assert config["backend"]["offload_folder"] == str(run_dir / "offload")
     assert config["model"]["path"] == str(tmp_path / "models" / "tiny-qwen2")
     # the weight budget is device_memory less the plan's activation reserve
     assert 0 < config["backend"]["max_memory"]["cpu"] < spec.hardware.device_memory

@@ -12,7 +12,8 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 accelerate_utils = pytest.importorskip("accelerate.utils")
 
-from qcompile.backends.layer_placement import planned_device_map as layer_map, split_layers  # noqa: E402
+from qcompile.backends.layer_placement import planned_device_map as layer_map  # noqa: E402
+from qcompile.backends.layer_placement import split_layers
 from qcompile.backends.naive_mp import NAIVE_MODEL_PARALLEL as KIND  # noqa: E402
 from qcompile.compiler.planner import resolve_architecture  # noqa: E402
 from qcompile.compiler.planner.architecture import Architecture  # noqa: E402

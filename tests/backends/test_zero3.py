@@ -104,7 +104,8 @@ def test_zero3_plan_shards_weights_and_loading(qwen72b):
     assert 26 * GiB < device.peak < 30 * GiB  # the issue: about 27 GiB per GPU
     # a converting (fp32) load: zero.Init keeps only a shard per rank, ZeRO-2 a whole private copy
     fp32 = spec.model_copy(update={"model": spec.model.model_copy(update={"dtype": "float32"})})
-    zero3, zero2 = plan(fp32, arch, get_backend("deepspeed-zero3")).host, plan(fp32, arch, get_backend("deepspeed-zero2")).host
+    zero3 = plan(fp32, arch, get_backend("deepspeed-zero3")).host
+    zero2 = plan(fp32, arch, get_backend("deepspeed-zero2")).host
     assert zero3.load_peak < zero3.budget < zero2.load_peak
     assert zero3.load_peak < 8 * 1.8 * (arch.num_params() * 4 / 8 + arch.layer_params() * 4) + 8 * 3 * GiB + 1
 
@@ -113,6 +114,7 @@ def test_parameter_offload_moves_the_shards_to_host(qwen72b):
     spec, arch = qwen72b
     offload = spec.strategies.offload.model_copy(update={"params": "cpu", "optimizer": "cpu"})
     offloaded_spec = spec.model_copy(update={"strategies": spec.strategies.model_copy(update={"offload": offload})})
-    on_gpu, offloaded = plan(spec, arch, get_backend("deepspeed-zero3")), plan(offloaded_spec, arch, get_backend("deepspeed-zero3"))
+    zero3 = get_backend("deepspeed-zero3")
+    on_gpu, offloaded = plan(spec, arch, zero3), plan(offloaded_spec, arch, zero3)
     assert offloaded.devices[0].breakdown["weights"] < on_gpu.devices[0].breakdown["weights"] / 5
     assert offloaded.host.train_peak > on_gpu.host.train_peak + arch.num_params() * 2 * 0.99

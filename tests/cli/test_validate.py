@@ -40,7 +40,8 @@ def test_json_format():
     (report,) = json.loads(result.output)
     assert report["valid"] is False
     first = report["diagnostics"][0]
-    assert {first["line"], first["col"]} and first["path"] == "hardware.devices_per_node"
+    assert (first["line"], first["col"], first["path"]) == (6, 21, "hardware.devices_per_node")
+    assert first["code"] == "greater_than_equal" and first["severity"] == "error"
 
 
 def test_github_format():

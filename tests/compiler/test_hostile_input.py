@@ -10,7 +10,7 @@ from qcompile.compiler.diagnostics import SpecError
 from qcompile.compiler.load import load_spec
 
 BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
-    f"{c}: &{c} [{', '.join([f'*{p}'] * 9)}]\n" for p, c in zip("abcdefgh", "bcdefghi")
+    f"{c}: &{c} [{', '.join([f'*{p}'] * 9)}]\n" for p, c in zip("abcdefgh", "bcdefghi", strict=True)
 )
 
 
@@ -74,7 +74,8 @@ def test_huge_file(tmp_path):
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.one_of(st.text(max_size=300), st.binary(max_size=300),
                  st.recursive(st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=10)),
-                              lambda kids: st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=8), kids, max_size=4),
+                              lambda kids: st.lists(kids, max_size=4)
+                              | st.dictionaries(st.text(max_size=8), kids, max_size=4),
                               max_leaves=20).map(repr)))
 def test_fuzz_any_input_gives_spec_or_diagnostic(tmp_path, content):
     path = tmp_path / "fuzz.yaml"

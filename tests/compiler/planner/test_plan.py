@@ -78,7 +78,8 @@ def test_small_model_auto_picks_zero2(arch):
 
 def test_shorter_sequences_lower_the_peak(arch):
     long = plan(spec_from(), arch, get_backend("naive-model-parallel")).peak_device.peak
-    short = plan(spec_from(**{"strategies.max_seq_length": 512}), arch, get_backend("naive-model-parallel")).peak_device.peak
+    naive = get_backend("naive-model-parallel")
+    short = plan(spec_from(**{"strategies.max_seq_length": 512}), arch, naive).peak_device.peak
     no_ckpt = plan(spec_from(**{"strategies.gradient_checkpointing": False}), arch, get_backend("naive-model-parallel"))
     assert short < long < no_ckpt.peak_device.peak
 

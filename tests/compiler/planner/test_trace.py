@@ -15,7 +15,14 @@ pytest.importorskip("peft")
 from qcompile.compiler.planner.trace import TraceCase, analytic_peak, trace_spec_peak, trace_step_peak  # noqa: E402
 
 from .accuracy_grid import (  # noqa: E402
-    ACCURACY_GRID, ALL_MODULES as ALL, SAME_DTYPE_ADAPTER_GRID, case_name, planned_peak, same_dtype_adapter_peak,
+    ACCURACY_GRID,
+    SAME_DTYPE_ADAPTER_GRID,
+    case_name,
+    planned_peak,
+    same_dtype_adapter_peak,
+)
+from .accuracy_grid import (
+    ALL_MODULES as ALL,
 )
 
 

@@ -35,8 +35,10 @@ def zero3_spec(case: TraceCase, ranks: int, config: Path) -> Spec:
     return Spec.model_validate(data)
 
 
-@pytest.mark.parametrize("ranks, changes", [(2, {}), (2, dict(checkpointing=True)), (2, dict(num_layers=2, vocab_size=1000,
-                         hidden_size=64, intermediate_size=176, seq_len=128, batch=2)), (1, dict(checkpointing=True))],
+@pytest.mark.parametrize("ranks, changes", [
+    (2, {}), (2, dict(checkpointing=True)),
+    (2, dict(num_layers=2, vocab_size=1000, hidden_size=64, intermediate_size=176, seq_len=128, batch=2)),
+    (1, dict(checkpointing=True))],
                          ids=["2-ranks", "2-ranks-checkpointing", "2-ranks-wide-vocab", "1-rank"])
 def test_zero3_plan_within_6_percent_of_traced_ranks(tmp_path, ranks, changes):
     case = TraceCase(**{**WIDE, "dtype": "float32", **changes})
