@@ -36,7 +36,8 @@ def test_mixed_precision_rules():
 
 
 @pytest.mark.parametrize("place, backend, accepted", [
-    ("cpu", ZERO2, False), ("cpu", ZERO3, True), ("disk", ZERO3, False), ("disk", NAIVE, True), ("cpu", OFFLOADING, True),
+    ("cpu", ZERO2, False), ("cpu", ZERO3, True), ("disk", ZERO3, False), ("disk", NAIVE, True),
+    ("cpu", OFFLOADING, True),
 ])
 def test_parameter_offload_is_accepted_where_the_backend_says(place, backend, accepted):
     spec = spec_from(**{"strategies.offload": {"params": place, "optimizer": "none"}})
