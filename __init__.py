@@ -24,7 +24,7 @@ _LAZY = {
     "SpecError": "qcompile.compiler.diagnostics",
 }
 
-__all__ = ["__version__", *_LAZY]
+__all__ = ["Diagnostic", "FileReport", "SpecError", "__version__", "check", "find_specs", "plan", "validate"]
 
 if TYPE_CHECKING:
     from qcompile.api import FileReport, check, find_specs, plan, validate

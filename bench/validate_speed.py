@@ -31,6 +31,14 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 SPECS = REPO / "tests" / "specs"
+HEAVY = """import runpy, sys
+sys.argv = ['qcompile', 'validate', sys.argv[1]]
+try:
+    runpy.run_module('qcompile', run_name='__main__')
+except SystemExit:
+    pass
+print(sorted({'torch', 'transformers', 'deepspeed'} & set(sys.modules)))
+"""
 SOURCES = ["deepspeed-zero2.yaml", "deepspeed-zero3.yaml", "accelerate-offload.yaml", "naive-model-parallel.yaml"]
 
 
@@ -106,14 +114,11 @@ def main() -> None:
         paths = make_corpus(folder, args.n)
         start_up = wall([py, "-c", "pass"], args.repeats)
         cold = wall([py, "-m", "qcompile", "validate", str(paths[0])], args.repeats, env)
-        folder_cmd = wall([py, "-m", "qcompile", "validate", "--format", "json", str(folder)], max(1, args.repeats // 2),
-                          env)
+        folder_cmd = wall([py, "-m", "qcompile", "validate", "--format", "json", str(folder)],
+                          max(1, args.repeats // 2), env)
         yaml_s, ours_s, errors = in_process(paths, args.repeats)
-        heavy = subprocess.run([py, "-c", "import sys, runpy; sys.argv = ['qcompile', 'validate', sys.argv[1]];\n"
-                                "try: runpy.run_module('qcompile', run_name='__main__')\n"
-                                "except SystemExit: pass\n"
-                                "print(sorted({'torch', 'transformers', 'deepspeed'} & set(sys.modules)))",
-                                str(paths[0])], capture_output=True, text=True, env=env).stdout.strip().splitlines()
+        heavy = subprocess.run([py, "-c", HEAVY, str(paths[0])], capture_output=True, text=True, env=env,
+                               check=False).stdout.strip().splitlines()
     print(f"qcompile validate speed ({args.n} specs, median of {args.repeats}; python {sys.version.split()[0]})")
     print(f"{'what':48s} {'seconds':>9s} {'ratio':>22s}")
     print(f"{'python -c pass (start-up)':48s} {start_up:9.3f} {'1.00 x start-up':>22s}")

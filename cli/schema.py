@@ -1,8 +1,9 @@
 """`qcompile schema`: the spec's JSON Schema, for editors (yaml-language-server) and docs.
 
 The schema must accept what the loader accepts, so the models' own schema is adjusted where the loader is
-more lenient than pydantic's JSON Schema says: `backend: NAME` (the string form of `{kind: NAME}`) and
-numbers that YAML 1.1 reads as strings (`1e-4`; PyYAML needs `1.0e-4` for a float)."""
+more lenient than pydantic's JSON Schema says: `backend: NAME` (the string form of `{kind: NAME}`), numbers
+that YAML 1.1 reads as strings (`1e-4`; PyYAML needs `1.0e-4` for a float) and `mixed_precision: no`
+(YAML 1.1's false). Defaults made by a factory (lists) are written out so that hovers show them."""
 
 from __future__ import annotations
 
@@ -44,11 +45,51 @@ def _accept_number_strings(node: object) -> None:
                          {"type": "string", "pattern": NUMBER_STRING if non_negative else SIGNED_NUMBER_STRING}]
 
 
+def _accept_yaml_no(schema: dict) -> None:
+    """StrategiesSpec._yaml_no: a bare `no` (false in YAML 1.1) means "no"."""
+    prop = schema["$defs"]["StrategiesSpec"]["properties"]["mixed_precision"]
+    choice = {k: prop.pop(k) for k in ("enum", "type")}
+    prop["anyOf"] = [choice, {"const": False}]
+
+
+def _factory_defaults(schema: dict, root) -> None:
+    """pydantic leaves out defaults made by a default_factory; write those that are plain values."""
+    from pydantic import BaseModel
+
+    seen, todo = set(), [root]
+    while todo:
+        model = todo.pop()
+        if model in seen:
+            continue
+        seen.add(model)
+        where = schema if model is root else schema["$defs"].get(model.__name__, {})
+        props = where.get("properties", {})
+        for name, field in model.model_fields.items():
+            todo += _models_in(field.annotation)
+            if field.default_factory is None or name not in props:
+                continue
+            value = field.default_factory()
+            if not isinstance(value, (BaseModel, dict)):
+                props[name].setdefault("default", json.loads(json.dumps(value)))
+
+
+def _models_in(annotation) -> list:
+    import typing
+
+    from pydantic import BaseModel
+
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [m for arg in typing.get_args(annotation) for m in _models_in(arg)]
+
+
 def spec_json_schema() -> dict:
     from qcompile.schemas import Spec
 
     schema = Spec.model_json_schema()
+    _factory_defaults(schema, Spec)
     _accept_backend_names(schema)
+    _accept_yaml_no(schema)
     _accept_number_strings(schema)
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "qcompile spec (version 1)"

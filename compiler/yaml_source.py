@@ -72,11 +72,15 @@ def _fail(text: str, line: int, col: int, message: str, code: str, hint: str | N
     return YamlError(diag)
 
 
-def _check_events(text: str, loader=yaml.SafeLoader) -> None:
-    """Walk the event stream (iteratively) to refuse deep nesting and oversized input before composing."""
+def _check_events(text: str, loader=yaml.SafeLoader) -> bool:
+    """Walk the event stream (iteratively) to refuse deep nesting and oversized input before composing.
+    Returns whether an empty plain scalar (`key:` with no value) occurs: libyaml places those elsewhere."""
     depth = events = documents = 0
+    empty = False
     for event in yaml.parse(text, Loader=loader):
         events += 1
+        if isinstance(event, yaml.ScalarEvent) and not event.value and not event.style:
+            empty = True
         if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
             depth += 1
             if depth > MAX_DEPTH:
@@ -92,6 +96,7 @@ def _check_events(text: str, loader=yaml.SafeLoader) -> None:
                             "put each spec in its own file")
         if events > MAX_EVENTS:
             raise _fail(text, 1, 1, "the file is too large to be a spec", "yaml_too_large")
+    return empty
 
 
 class _Walker:
@@ -117,21 +122,25 @@ class _Walker:
             return self._mapping(node, path)
         if isinstance(node, yaml.SequenceNode):
             return [self.walk(item, path + (i,)) for i, item in enumerate(node.value)]
+        return self._construct(node, lambda: self.scalars.construct_object(node, deep=True))
+
+    def _construct(self, node: yaml.Node, build):
+        """PyYAML's constructors raise for unknown tags, bad merges and unreadable numbers: a diagnostic."""
         try:
-            return self.scalars.construct_object(node, deep=True)
+            return build()
         except (yaml.YAMLError, ValueError, OverflowError) as exc:
             line, col = _pos(node.start_mark)
             problem = getattr(exc, "problem", None) or str(exc)
             raise _fail(self.text, line, col, f"cannot read this value: {problem}", "yaml_value") from None
 
     def _mapping(self, node: yaml.MappingNode, path: KeyPath) -> dict:
-        self.scalars.flatten_mapping(node)  # `<<: *base` merge keys
+        self._construct(node, lambda: self.scalars.flatten_mapping(node))  # `<<: *base` merge keys
         out: dict = {}
         for key_node, value_node in node.value:
             line, col = _pos(key_node.start_mark)
             if not isinstance(key_node, yaml.ScalarNode):
                 raise _fail(self.text, line, col, "a key must be a plain name", "yaml_complex_key")
-            key = self.scalars.construct_object(key_node)
+            key = self._construct(key_node, lambda: self.scalars.construct_object(key_node))
             if not isinstance(key, str):
                 key = str(key_node.value)
             if key in out:
@@ -144,11 +153,15 @@ class _Walker:
 
 
 def _compose_fast(text: str) -> yaml.Node | None | bool:
-    """The document's node (None when empty) through libyaml, or False when only the Python parser may answer."""
-    if FAST_LOADER is None or NON_PRINTABLE.search(text):
+    """The document's node (None when empty) through libyaml, or False when only the Python parser may answer:
+    an error (its message and mark differ), characters only the Python reader refuses, a tab (the Python
+    scanner refuses some that libyaml allows), or an empty value (libyaml marks it at the next token, the
+    Python parser right after its key)."""
+    if FAST_LOADER is None or "\t" in text or NON_PRINTABLE.search(text):
         return False
     try:
-        _check_events(text, FAST_LOADER)
+        if _check_events(text, FAST_LOADER):
+            return False
         return yaml.compose(text, Loader=FAST_LOADER)
     except (yaml.YAMLError, YamlError):
         return False
