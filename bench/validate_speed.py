@@ -81,10 +81,6 @@ def in_process(paths: list[Path], repeats: int) -> tuple[float, float, int]:
     """Median seconds for yaml.safe_load of every file, and for qcompile.validate of the same files."""
     import qcompile
 
-    if not hasattr(qcompile, "validate"):  # BASELINE-ONLY
-        from qcompile.cli.validate import _spec_files, check_file
-        qcompile.validate = lambda ps: [d for p in _spec_files(tuple(map(str, ps))) for d in check_file(p, True)]
-
     def load_all():
         for p in paths:
             with open(p, encoding="utf-8") as fh:
