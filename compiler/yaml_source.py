@@ -20,6 +20,9 @@ MAX_EXPANDED_NODES = 20_000  # aliases included, counted each time they are used
 CONTEXT_LINES = 2
 PLAIN_TAGS = ("tag:yaml.org,2002:map", "tag:yaml.org,2002:seq")
 FAST_LOADER = getattr(yaml, "CSafeLoader", None)
+# The constructors of the tags a spec's values have; called directly, without construct_object's bookkeeping.
+PLAIN_SCALARS = {f"tag:yaml.org,2002:{t}": yaml.SafeLoader.yaml_constructors[f"tag:yaml.org,2002:{t}"]
+                 for t in ("str", "int", "float", "bool", "null")}
 NON_PRINTABLE = yaml.reader.Reader.NON_PRINTABLE
 
 
@@ -72,15 +75,11 @@ def _fail(text: str, line: int, col: int, message: str, code: str, hint: str | N
     return YamlError(diag)
 
 
-def _check_events(text: str, loader=yaml.SafeLoader) -> bool:
-    """Walk the event stream (iteratively) to refuse deep nesting and oversized input before composing.
-    Returns whether an empty plain scalar (`key:` with no value) occurs: libyaml places those elsewhere."""
+def _check_events(text: str, loader=yaml.SafeLoader) -> None:
+    """Walk the event stream (iteratively) to refuse deep nesting and oversized input before composing."""
     depth = events = documents = 0
-    empty = False
     for event in yaml.parse(text, Loader=loader):
         events += 1
-        if isinstance(event, yaml.ScalarEvent) and not event.value and not event.style:
-            empty = True
         if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
             depth += 1
             if depth > MAX_DEPTH:
@@ -96,14 +95,28 @@ def _check_events(text: str, loader=yaml.SafeLoader) -> bool:
                             "put each spec in its own file")
         if events > MAX_EVENTS:
             raise _fail(text, 1, 1, "the file is too large to be a spec", "yaml_too_large")
-    return empty
+
+
+def _shallow(text: str) -> bool:
+    """Whether the text provably stays within MAX_DEPTH and MAX_EVENTS, so libyaml may compose it without the
+    event pass: a nested block collection starts at least one column further in (or, for a sequence, at its
+    key's column: two levels per column), a flow collection needs a bracket, an event a character or two."""
+    if len(text) > MAX_EVENTS // 4:
+        return False
+    indent = max(len(line) - len(line.lstrip(" ")) for line in text.split("\n"))
+    return 2 * (indent + 1) + text.count("[") + text.count("{") <= MAX_DEPTH
+
+
+class _SlowPath(Exception):
+    """The libyaml parse cannot give the Python parser's positions for this text; parse it again in Python."""
 
 
 class _Walker:
     """Turns composed nodes into dicts, lists and scalars, recording positions and refusing duplicates."""
 
-    def __init__(self, text: str):
+    def __init__(self, text: str, fast: bool = False):
         self.text = text
+        self.fast = fast
         self.positions = Positions()
         self.expanded = 0
         self.scalars = yaml.SafeLoader("")
@@ -122,16 +135,25 @@ class _Walker:
             return self._mapping(node, path)
         if isinstance(node, yaml.SequenceNode):
             return [self.walk(item, path + (i,)) for i, item in enumerate(node.value)]
-        return self._construct(node, lambda: self.scalars.construct_object(node, deep=True))
+        if self.fast and not node.value and not node.style:
+            raise _SlowPath  # `key:` with no value: libyaml marks it at the next token, Python after the key
+        build = PLAIN_SCALARS.get(node.tag)
+        try:
+            return build(self.scalars, node) if build else self.scalars.construct_object(node, deep=True)
+        except (yaml.YAMLError, ValueError, OverflowError) as exc:
+            raise self._unreadable(node, exc) from None
+
+    def _unreadable(self, node: yaml.Node, exc: Exception) -> YamlError:
+        line, col = _pos(node.start_mark)
+        problem = getattr(exc, "problem", None) or str(exc)
+        return _fail(self.text, line, col, f"cannot read this value: {problem}", "yaml_value")
 
     def _construct(self, node: yaml.Node, build):
         """PyYAML's constructors raise for unknown tags, bad merges and unreadable numbers: a diagnostic."""
         try:
             return build()
         except (yaml.YAMLError, ValueError, OverflowError) as exc:
-            line, col = _pos(node.start_mark)
-            problem = getattr(exc, "problem", None) or str(exc)
-            raise _fail(self.text, line, col, f"cannot read this value: {problem}", "yaml_value") from None
+            raise self._unreadable(node, exc) from None
 
     def _mapping(self, node: yaml.MappingNode, path: KeyPath) -> dict:
         self._construct(node, lambda: self.scalars.flatten_mapping(node))  # `<<: *base` merge keys
@@ -140,6 +162,8 @@ class _Walker:
             line, col = _pos(key_node.start_mark)
             if not isinstance(key_node, yaml.ScalarNode):
                 raise _fail(self.text, line, col, "a key must be a plain name", "yaml_complex_key")
+            if self.fast and not key_node.value and not key_node.style:
+                raise _SlowPath
             key = self._construct(key_node, lambda: self.scalars.construct_object(key_node))
             if not isinstance(key, str):
                 key = str(key_node.value)
@@ -154,23 +178,19 @@ class _Walker:
 
 def _compose_fast(text: str) -> yaml.Node | None | bool:
     """The document's node (None when empty) through libyaml, or False when only the Python parser may answer:
-    an error (its message and mark differ), characters only the Python reader refuses, a tab (the Python
-    scanner refuses some that libyaml allows), or an empty value (libyaml marks it at the next token, the
-    Python parser right after its key)."""
+    an error (its message and mark differ), characters only the Python reader refuses, or a tab (the Python
+    scanner refuses some that libyaml allows)."""
     if FAST_LOADER is None or "\t" in text or NON_PRINTABLE.search(text):
         return False
     try:
-        if _check_events(text, FAST_LOADER):
-            return False
+        if not _shallow(text):
+            _check_events(text, FAST_LOADER)
         return yaml.compose(text, Loader=FAST_LOADER)
     except (yaml.YAMLError, YamlError):
         return False
 
 
 def _compose(text: str) -> yaml.Node | None:
-    node = _compose_fast(text)
-    if node is not False:
-        return node
     try:
         _check_events(text)
         return yaml.compose(text, Loader=yaml.SafeLoader)
@@ -188,14 +208,23 @@ def _compose(text: str) -> yaml.Node | None:
                     "yaml_syntax") from None
 
 
-def read_yaml(text: str) -> tuple[object, Positions]:
-    """Parse one YAML document; raise YamlError carrying a positioned diagnostic."""
-    node = _compose(text)
+def _walk(text: str, node: yaml.Node | None, fast: bool) -> tuple[object, Positions]:
     if node is None:
         raise _fail(text, 1, 1, "the spec is empty", "spec_empty", "start from examples/ or `qcompile schema`")
-    walker = _Walker(text)
+    walker = _Walker(text, fast)
     try:
         data = walker.walk(node, ())
     except RecursionError:
         raise _fail(text, 1, 1, "nesting too deep", "yaml_too_deep") from None
     return data, walker.positions
+
+
+def read_yaml(text: str) -> tuple[object, Positions]:
+    """Parse one YAML document; raise YamlError carrying a positioned diagnostic."""
+    node = _compose_fast(text)
+    if node is not False:
+        try:
+            return _walk(text, node, fast=True)
+        except (_SlowPath, YamlError):  # every diagnostic comes from the Python parser's nodes
+            pass
+    return _walk(text, _compose(text), fast=False)
