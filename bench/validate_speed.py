@@ -11,14 +11,16 @@ Only the light core is needed. Run: python bench/validate_speed.py [--n 1000] [-
 
 The specs are the test specs with varied values, each with the tiny model's config.json next to it,
 so the memory check (architecture + planner) runs for every spec, as it does in CI with pinned configs.
-A shared machine is noisy: each figure is the median of its repeats, and the baselines are measured
-in the same run so the ratios are comparable across runs.
+A shared machine is noisy: each figure is the median of its repeats, given as wall time and as CPU time
+(user + system, which waiting for a core does not inflate), and the baselines are measured in the same
+run so the ratios are comparable across runs and machines.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -56,14 +58,18 @@ def make_corpus(folder: Path, n: int) -> list[Path]:
     return out
 
 
-def wall(cmd: list[str], repeats: int, env: dict | None = None, cwd: Path | None = None) -> float:
-    """Median wall time of a command, in seconds."""
-    times = []
+def wall(cmd: list[str], repeats: int, env: dict | None = None) -> tuple[float, float]:
+    """Median wall time and median CPU time (user + system) of a command, in seconds. CPU time is the steadier
+    figure on a shared machine: waiting for a core counts in the wall time only."""
+    walls, cpus = [], []
     for _ in range(repeats):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         start = time.perf_counter()
-        subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=cwd, check=False)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, check=False)
+        walls.append(time.perf_counter() - start)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpus.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
+    return statistics.median(walls), statistics.median(cpus)
 
 
 def import_ms(module: str) -> float:
@@ -77,25 +83,30 @@ def import_ms(module: str) -> float:
     return 0.0
 
 
-def in_process(paths: list[Path], repeats: int) -> tuple[float, float, int]:
-    """Median seconds for yaml.safe_load of every file, and for qcompile.validate of the same files."""
+def in_process(paths: list[Path], repeats: int) -> tuple[dict, int]:
+    """Median seconds (wall, CPU) for yaml.safe_load of every file, the same with libyaml's CSafeLoader, and
+    qcompile.validate of the same files."""
     import qcompile
 
-    def load_all():
+    def load_all(loader):
         for p in paths:
             with open(p, encoding="utf-8") as fh:
-                yaml.safe_load(fh)
+                yaml.load(fh, Loader=loader)  # SafeLoader or CSafeLoader
 
     qcompile.validate(paths[:1])  # the first call builds the validators; a process validates many specs
-    yaml_t, ours, errors = [], [], 0
+    runs = {"safe_load": lambda: load_all(yaml.SafeLoader),
+            "safe_load (libyaml)": lambda: load_all(getattr(yaml, "CSafeLoader", yaml.SafeLoader)),
+            "validate": lambda: sum(d.is_error for d in qcompile.validate(paths))}
+    times: dict = {name: ([], []) for name in runs}
+    errors = 0
     for _ in range(repeats):
-        start = time.perf_counter()
-        load_all()
-        yaml_t.append(time.perf_counter() - start)
-        start = time.perf_counter()
-        errors = sum(d.is_error for d in qcompile.validate(paths))
-        ours.append(time.perf_counter() - start)
-    return statistics.median(yaml_t), statistics.median(ours), errors
+        for name, run in runs.items():
+            start, cpu = time.perf_counter(), time.process_time()
+            result = run()
+            times[name][0].append(time.perf_counter() - start)
+            times[name][1].append(time.process_time() - cpu)
+            errors = result if name == "validate" else errors
+    return {name: (statistics.median(w), statistics.median(c)) for name, (w, c) in times.items()}, errors
 
 
 def main() -> None:
@@ -104,30 +115,36 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     py = sys.executable
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH")]))}
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         paths = make_corpus(folder, args.n)
         start_up = wall([py, "-c", "pass"], args.repeats)
-        cold = wall([py, "-m", "qcompile", "validate", str(paths[0])], args.repeats, env)
+        cold = wall([py, "-m", "qcompile", "validate", str(paths[0])], args.repeats)
         folder_cmd = wall([py, "-m", "qcompile", "validate", "--format", "json", str(folder)],
-                          max(1, args.repeats // 2), env)
-        yaml_s, ours_s, errors = in_process(paths, args.repeats)
-        heavy = subprocess.run([py, "-c", HEAVY, str(paths[0])], capture_output=True, text=True, env=env,
+                          max(1, args.repeats // 2))
+        inside, errors = in_process(paths, args.repeats)
+        heavy = subprocess.run([py, "-c", HEAVY, str(paths[0])], capture_output=True, text=True,
                                check=False).stdout.strip().splitlines()
-    print(f"qcompile validate speed ({args.n} specs, median of {args.repeats}; python {sys.version.split()[0]})")
-    print(f"{'what':48s} {'seconds':>9s} {'ratio':>22s}")
-    print(f"{'python -c pass (start-up)':48s} {start_up:9.3f} {'1.00 x start-up':>22s}")
-    print(f"{'qcompile validate one.yaml (cold)':48s} {cold:9.3f} {cold / start_up:6.2f} x start-up{'':>7s}")
-    print(f"{'yaml.safe_load of the N files':48s} {yaml_s:9.3f} {'1.00 x safe_load':>22s}")
-    print(f"{'qcompile.validate(N files), in process':48s} {ours_s:9.3f} {ours_s / yaml_s:6.2f} x safe_load{'':>6s}")
-    print(f"{'qcompile validate DIR (one process, cold)':48s} {folder_cmd:9.3f} "
-          f"{(folder_cmd - start_up) / yaml_s:6.2f} x safe_load{'':>6s}")
-    print(f"{'import qcompile':48s} {import_ms('qcompile') / 1000:9.3f}")
-    print(f"{'import qcompile.schemas':48s} {import_ms('qcompile.schemas') / 1000:9.3f}")
-    print(f"errors found in the corpus: {errors} (expected 0); heavy modules imported by validate: "
+    base = inside["safe_load"]
+    rows = [
+        ("python -c pass (start-up)", start_up, start_up),
+        ("qcompile validate one.yaml (cold)", cold, start_up),
+        (f"yaml.safe_load of the {args.n} files", base, base),
+        ("  the same with libyaml (CSafeLoader)", inside["safe_load (libyaml)"], base),
+        (f"qcompile.validate({args.n} files), in process", inside["validate"], base),
+        (f"qcompile validate DIR ({args.n} files, one process)", folder_cmd, base),
+    ]
+    print(f"qcompile validate speed: {args.n} specs with the memory check, median of {args.repeats} "
+          f"(python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f})")
+    print(f"{'what':52s} {'wall s':>8s} {'cpu s':>8s}   ratio (wall / cpu)")
+    for name, (w, c), (bw, bc) in rows:
+        unit = "start-up" if (bw, bc) == start_up else "safe_load"
+        print(f"{name:52s} {w:8.3f} {c:8.3f}   {w / bw:5.2f} / {c / bc:5.2f} x {unit}")
+    print(f"{'import qcompile (-X importtime)':52s} {import_ms('qcompile') / 1000:8.3f}")
+    print(f"{'import qcompile.schemas (-X importtime)':52s} {import_ms('qcompile.schemas') / 1000:8.3f}")
+    print(f"errors found in the corpus: {errors} (expected 0); heavy modules imported by a validate: "
           f"{heavy[-1] if heavy else '?'}")
-    print("targets: 1,000 specs < 2 s in one process; cold validate < 0.15 s; no torch")
+    print("targets: 1,000 specs < 2 s in one process; a cold validate < 0.15 s; no torch")
 
 
 if __name__ == "__main__":
