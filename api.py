@@ -70,7 +70,7 @@ def _walk(folder: Path, include: Sequence[str], exclude: Sequence[str]) -> tuple
 
 def find_specs(paths: Iterable[PathLike], include: Sequence[str] = SPEC_GLOBS,
                exclude: Sequence[str] = ()) -> tuple[list[Path], list[FileReport]]:
-    """The spec files that `paths` stand for, and a report for each folder holding none.
+    """The spec files that `paths` stand for (each once, in order), and a report for each folder holding none.
 
     A file is taken as named, whatever its name. A folder stands for the files under it (recursively;
     hidden folders are skipped) whose name or folder-relative path matches an `include` glob and no
@@ -94,7 +94,8 @@ def find_specs(paths: Iterable[PathLike], include: Sequence[str] = SPEC_GLOBS,
             message = f"no spec file found (looked for {', '.join(include)} in the folder and below)"
             hint = "name the files, or change --include / --exclude"
             empty.append(FileReport(path, (error((), message, "no_spec_found", hint).at(str(path), None, None),)))
-    return files, empty
+    unique = {os.path.normpath(f): f for f in reversed(files)}  # a file named twice is checked once
+    return [f for f in files if unique.get(os.path.normpath(f)) is f], empty
 
 
 def _check_file(path: Path, memory_check: bool) -> FileReport:

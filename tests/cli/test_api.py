@@ -59,3 +59,9 @@ def test_plan_raises_spec_error_for_an_unknown_backend_or_a_bad_spec():
     assert info.value.diagnostics[0].code == "unknown_backend"
     with pytest.raises(qcompile.SpecError):
         qcompile.plan(SPECS / "invalid" / "unknown_keys.yaml")
+
+
+def test_a_file_named_twice_is_checked_once():
+    spec = SPECS / "deepspeed-zero2.yaml"
+    reports = qcompile.check([spec, SPECS, f"{SPECS}/./deepspeed-zero2.yaml"], memory_check=False)
+    assert [r.path for r in reports].count(spec) == 1
