@@ -99,12 +99,14 @@ def _check_events(text: str, loader=yaml.SafeLoader) -> None:
 
 def _shallow(text: str) -> bool:
     """Whether the text provably stays within MAX_DEPTH and MAX_EVENTS, so libyaml may compose it without the
-    event pass: a nested block collection starts at least one column further in (or, for a sequence, at its
-    key's column: two levels per column), a flow collection needs a bracket, an event a character or two."""
+    event pass. Bounds: a block collection nested in another starts on a later line at least one column further
+    in (a sequence may share its key's column: two levels per column), or on the same line after a `- ` or `? `
+    (a sequence, then a mapping: two levels each); a flow collection needs a bracket; an event a character or two."""
     if len(text) > MAX_EVENTS // 4:
         return False
-    indent = max(len(line) - len(line.lstrip(" ")) for line in text.split("\n"))
-    return 2 * (indent + 1) + text.count("[") + text.count("{") <= MAX_DEPTH
+    block = max(2 * (len(line) - len(line.lstrip(" ")) + 1 + line.count("-") + line.count("?"))
+                for line in text.split("\n"))
+    return block + text.count("[") + text.count("{") <= MAX_DEPTH
 
 
 class _SlowPath(Exception):
@@ -144,19 +146,16 @@ class _Walker:
             raise self._unreadable(node, exc) from None
 
     def _unreadable(self, node: yaml.Node, exc: Exception) -> YamlError:
+        """PyYAML's constructors raise for unknown tags, bad merges and unreadable numbers: a diagnostic."""
         line, col = _pos(node.start_mark)
         problem = getattr(exc, "problem", None) or str(exc)
         return _fail(self.text, line, col, f"cannot read this value: {problem}", "yaml_value")
 
-    def _construct(self, node: yaml.Node, build):
-        """PyYAML's constructors raise for unknown tags, bad merges and unreadable numbers: a diagnostic."""
-        try:
-            return build()
-        except (yaml.YAMLError, ValueError, OverflowError) as exc:
-            raise self._unreadable(node, exc) from None
-
     def _mapping(self, node: yaml.MappingNode, path: KeyPath) -> dict:
-        self._construct(node, lambda: self.scalars.flatten_mapping(node))  # `<<: *base` merge keys
+        try:
+            self.scalars.flatten_mapping(node)  # `<<: *base` merge keys
+        except yaml.YAMLError as exc:
+            raise self._unreadable(node, exc) from None
         out: dict = {}
         for key_node, value_node in node.value:
             line, col = _pos(key_node.start_mark)
@@ -164,7 +163,10 @@ class _Walker:
                 raise _fail(self.text, line, col, "a key must be a plain name", "yaml_complex_key")
             if self.fast and not key_node.value and not key_node.style:
                 raise _SlowPath
-            key = self._construct(key_node, lambda: self.scalars.construct_object(key_node))
+            try:
+                key = self.scalars.construct_object(key_node)
+            except (yaml.YAMLError, ValueError, OverflowError) as exc:
+                raise self._unreadable(key_node, exc) from None
             if not isinstance(key, str):
                 key = str(key_node.value)
             if key in out:

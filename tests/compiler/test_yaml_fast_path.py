@@ -61,3 +61,11 @@ def test_fast_and_pure_python_parsers_agree_on_any_text(monkeypatch, text):
     if fast[0] == "ok" and slow[0] == "error":
         return  # libyaml's leniency, see the module docstring
     assert fast == slow
+
+
+@pytest.mark.parametrize("text", ["- " * 40 + "x", "- " * 6000 + "x", "- - a:\n" * 1 + "    - - " * 20 + "x",
+                                  "a:\n" + "".join("  " * i + "- b:\n" for i in range(1, 30))])
+def test_deep_compact_nesting_is_refused_before_libyaml_composes_it(text):
+    with pytest.raises(YamlError) as info:
+        read_yaml(text)
+    assert info.value.diagnostic.code == "yaml_too_deep"
