@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,9 +38,12 @@ def _read(path: Path) -> tuple[bytes, str]:
     def fail(message: str, hint: str | None = None) -> SpecError:
         return SpecError([error((), message, "spec_unreadable", hint).at(str(path), None, None)])
 
-    if path.is_dir():
-        raise fail("is a directory, not a spec file", "name a .yaml file inside it")
     try:
+        mode = path.stat().st_mode
+        if stat.S_ISDIR(mode):
+            raise fail("is a directory, not a spec file", "name a .yaml file inside it")
+        if not stat.S_ISREG(mode):  # a FIFO would block the read; a device is no spec
+            raise fail("not a regular file", "name a .yaml file")
         with open(path, "rb") as fh:
             raw = fh.read(MAX_SPEC_BYTES + 1)
     except FileNotFoundError:

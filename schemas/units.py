@@ -45,9 +45,19 @@ def format_bytes(n: float) -> str:
     return f"{int(n)} B"
 
 
+# The JSON Schema form of what parse_bytes accepts, so editors flag what the loader would refuse.
+SIZE_PATTERN = r"^\s*[0-9]+(\.[0-9]+)?\s*([bB]|[kKmMgGtT][iI]?[bB])?\s*$"
+
+
+def _size_json_schema(schema: dict) -> None:
+    schema.pop("type", None)
+    schema["anyOf"] = [{"type": "string", "pattern": SIZE_PATTERN}, {"type": "integer", "minimum": 0}]
+    schema["examples"] = ["80GiB", "1007GB"]
+
+
 ByteSize = Annotated[
     int,
     BeforeValidator(parse_bytes),
-    Field(json_schema_extra={"type": ["string", "integer"], "examples": ["80GiB", "1007GB"]}),
+    Field(json_schema_extra=_size_json_schema),
     PlainSerializer(int, return_type=int),
 ]
