@@ -17,6 +17,7 @@ TRAIN_ARGV = ["train.py", "--config", "train_config.json"]
 class Backend(Protocol):
     kind: str  # the spec's backend.kind
     uses_deepspeed: bool
+    script_parts: tuple[str, ...]  # the generated train.py's parts (templates/script/), "core" first
 
     def check(self, spec: Spec) -> list[Diagnostic]:
         """Cross-field rules this backend adds (paths point into the spec)."""

@@ -27,6 +27,7 @@ def planned_map(spec, spec_dir: Path) -> dict | None:
 class NaiveModelParallel:
     kind = "naive-model-parallel"
     uses_deepspeed = False
+    script_parts = ("core", "staggered_load", "placement")
 
     def check(self, spec) -> list[Diagnostic]:
         return []

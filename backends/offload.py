@@ -52,6 +52,7 @@ def placement_budgets(spec, spec_dir: Path, kind: str = "accelerate-offload") ->
 class Offload:
     kind = "accelerate-offload"
     uses_deepspeed = False
+    script_parts = ("core", "staggered_load", "placement")
 
     def check(self, spec) -> list[Diagnostic]:
         out = []

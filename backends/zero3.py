@@ -61,4 +61,4 @@ def zero3_section(spec, spec_dir: Path) -> dict:
     return zero
 
 
-ZERO3 = zero_common.ZeroBackend("deepspeed-zero3", 3, zero3_section)
+ZERO3 = zero_common.ZeroBackend("deepspeed-zero3", 3, zero3_section, script_parts=("core", "deepspeed", "zero3_load"))

@@ -94,6 +94,7 @@ class ZeroBackend:
     stage: int
     zero_section: Callable[..., dict]  # (spec, spec_dir) -> zero_optimization
     uses_deepspeed: bool = True
+    script_parts: tuple[str, ...] = ("core", "deepspeed", "staggered_load")  # train.py's parts (templates/script)
 
     def check(self, spec) -> list[Diagnostic]:
         return check_precision(spec)
