@@ -29,12 +29,14 @@ def _check_plain(value: object, where: str) -> None:
         raise TypeError(f"template context {where} holds a {type(value).__name__}; pass plain data")
 
 
-def _script_part_source(name: str) -> str:
-    """`{% include "script/<part>.py" %}` yields the part as train.py holds it, never read as Jinja."""
-    text = script.part_text(name.removesuffix(".py"))
+def _script_part_source(name: str) -> tuple[str, None, object]:
+    """`{% include "script/<part>.py" %}` yields the part as train.py holds it, never read as Jinja; the
+    compiled template lives as long as the part's parsed copy (script.read_part's cache)."""
+    part = script.read_part(name.removesuffix(".py"))
+    text = script.part_text(part.name)
     if "{% endraw %}" in text:
         raise script.ScriptPartError(f"script/{name} may not contain the text '{{% endraw %}}'")
-    return "{% raw %}" + text + "{% endraw %}"
+    return "{% raw %}" + text + "{% endraw %}", None, lambda: script.read_part(part.name) is part
 
 
 @lru_cache(maxsize=1)

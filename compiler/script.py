@@ -17,7 +17,7 @@ from importlib import resources
 
 PART_NAME = re.compile(r"[a-z][a-z0-9_]*")
 LINE_LENGTH = 120
-BANNER = "# " + "-" * 64
+BANNER = "# " + "=" * 64  # above each part; the parts mark their own sections with "# ----"
 
 
 class ScriptPartError(ValueError):

@@ -33,7 +33,7 @@ from transformers import (
 )
 from transformers.trainer_callback import PrinterCallback
 
-# ---------------------------------------------------------------- core
+# ================================================================ core
 # Every job: read and check the data, load the base model and add the LoRA adapters, train with HF
 # Trainer, keep checkpoints resumable and save the adapter. Other parts replace steps in STEPS.
 
@@ -415,7 +415,7 @@ def leave_process_group() -> None:
         torch.distributed.destroy_process_group()
 
 
-# ---------------------------------------------------------------- deepspeed
+# ================================================================ deepspeed
 # DeepSpeed ZeRO as HF Trainer's engine, configured by the ds_config.json next to this script.
 
 
@@ -438,7 +438,7 @@ STEPS.engine_arguments = deepspeed_arguments
 STEPS.check_trainer = require_deepspeed
 
 
-# ---------------------------------------------------------------- staggered_load
+# ================================================================ staggered_load
 # Every rank loads the whole base model. transformers 5 builds the skeleton on the meta device and
 # fills it from memory-mapped safetensors; low_cpu_mem_usage additionally lets the ranks of a node load
 # one after another, so a node never holds more than one half-built copy.

@@ -37,7 +37,7 @@ from transformers import (
 )
 from transformers.trainer_callback import PrinterCallback
 
-# ---------------------------------------------------------------- core
+# ================================================================ core
 # Every job: read and check the data, load the base model and add the LoRA adapters, train with HF
 # Trainer, keep checkpoints resumable and save the adapter. Other parts replace steps in STEPS.
 
@@ -419,7 +419,7 @@ def leave_process_group() -> None:
         torch.distributed.destroy_process_group()
 
 
-# ---------------------------------------------------------------- staggered_load
+# ================================================================ staggered_load
 # Every rank loads the whole base model. transformers 5 builds the skeleton on the meta device and
 # fills it from memory-mapped safetensors; low_cpu_mem_usage additionally lets the ranks of a node load
 # one after another, so a node never holds more than one half-built copy.
@@ -442,7 +442,7 @@ def load_in_turns(cfg: dict, kwargs: dict):
 STEPS.load_model = load_in_turns
 
 
-# ---------------------------------------------------------------- placement
+# ================================================================ placement
 # Layer placement: one process spreads the frozen base over its devices, CPU and disk with an
 # accelerate device_map; only the LoRA weights train, and they are kept real on the execution device.
 
