@@ -120,11 +120,15 @@ def import_block(names: list[str]) -> str:
                 names_from[alias.name] = alias.asname
     sections = []
     for stdlib in (True, False):
-        lines = [f"import {_alias(m, a)}" for m, a in sorted(plain, key=lambda p: (p[0], p[1] or "")) if _is_stdlib(m) == stdlib]
+        lines = [f"import {_alias(m, a)}" for m, a in sorted(plain, key=_plain_order) if _is_stdlib(m) == stdlib]
         lines += [_from_line(m, members[m]) for m in sorted(members) if _is_stdlib(m) == stdlib]
         if lines:
             sections.append("\n".join(lines))
     return "\n\n".join(sections) + "\n"
+
+
+def _plain_order(item: tuple[str, str | None]) -> tuple[str, str]:
+    return item[0], item[1] or ""
 
 
 def _is_stdlib(module: str) -> bool:

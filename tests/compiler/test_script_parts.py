@@ -20,7 +20,7 @@ def test_script_parts_pass_ruff_with_the_project_rules():
     folder = str(TEMPLATES / "script")
     for extra in ([], ["--extend-select", "E501"]):  # the project's rules, and lines of at most 120 characters
         done = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", *extra, folder], cwd=REPO,
-                              capture_output=True, text=True)
+                              capture_output=True, text=True, check=False)
         assert done.returncode == 0, done.stdout + done.stderr
 
 
