@@ -43,7 +43,7 @@ class Backend(Protocol):
     speed_rank: int  # lower is faster; `auto` tries backends in this order
     accepts: Accepts
     uses_deepspeed: bool
-    script_parts: tuple[str, ...]  # parts of templates/script/ the generated train.py includes
+    script_parts: tuple[str, ...]  # the generated train.py's parts (templates/script/), "core" first
 
     def check(self, spec: Spec) -> list[Diagnostic]:
         """Rules this backend adds beyond what `accepts` says (paths point into the spec)."""

@@ -24,7 +24,7 @@ class NaiveModelParallel:
     speed_rank = 30  # one device computes at a time
     accepts = Accepts(param_offload=("cpu", "disk"), layer_placement=True, multi_node=False)
     uses_deepspeed = False
-    script_parts = ("layer_placement",)
+    script_parts = ("core", "staggered_load", "placement")
 
     def check(self, spec) -> list[Diagnostic]:
         if spec.model.device_map is not None:

@@ -51,7 +51,7 @@ class Offload:
     speed_rank = 40  # streams weights from CPU or disk: the slowest, and the last resort
     accepts = Accepts(param_offload=("cpu", "disk"), layer_placement=True, multi_node=False)
     uses_deepspeed = False
-    script_parts = ("layer_placement",)
+    script_parts = ("core", "staggered_load", "placement")
 
     def check(self, spec) -> list[Diagnostic]:
         return []

@@ -38,5 +38,5 @@ ZERO2 = zero_common.ZeroBackend(
     speed_rank=10,  # data parallel over every GPU, nothing gathered: the fastest
     accepts=Accepts(optimizer_offload=True, fp16_on_cpu=False),
     zero_section=zero2_section,
-    script_parts=("deepspeed",),
+    script_parts=("core", "deepspeed", "staggered_load"),
 )

@@ -61,5 +61,5 @@ ZERO3 = zero_common.ZeroBackend(
     speed_rank=20,  # data parallel, but every layer's weights are gathered before use
     accepts=Accepts(param_offload=("cpu",), optimizer_offload=True, fp16_on_cpu=False),
     zero_section=zero3_section,
-    script_parts=("deepspeed", "zero3_load"),
+    script_parts=("core", "deepspeed", "zero3_load"),
 )

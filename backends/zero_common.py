@@ -101,7 +101,7 @@ class ZeroBackend:
     speed_rank: int
     accepts: Accepts
     zero_section: Callable[..., dict]  # (spec, hidden_size or None) -> zero_optimization
-    script_parts: tuple[str, ...] = ()
+    script_parts: tuple[str, ...]  # train.py's parts (templates/script)
     uses_deepspeed: bool = True
 
     def check(self, spec) -> list[Diagnostic]:

@@ -68,11 +68,10 @@ def emit_build(spec_path: Path):
 
 
 def generated_run(result, output_dir: Path) -> float:
-    from qcompile.compiler.launch import job_env, resolve_argv, run_job
+    from qcompile.compiler.launch import job_env, launch_script_argv, run_job
 
     shutil.rmtree(output_dir, ignore_errors=True)  # a fresh run each repeat (the job refuses to overwrite one)
-    outcome = run_job(result.build_dir, resolve_argv(result.build.argv, False), job_env(result.build.env),
-                      echo=lambda line: None)
+    outcome = run_job(result.build_dir, launch_script_argv(False), job_env(result.build.env), echo=lambda line: None)
     if outcome.returncode:
         sys.exit("\n".join(outcome.tail))
     return rate_from_metrics(output_dir)

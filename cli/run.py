@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from qcompile.compiler.emit import emit
-from qcompile.compiler.launch import job_env, resolve_argv, run_job
+from qcompile.compiler.launch import job_env, launch_script_argv, resolve_argv, run_job
 
 from .errors import EXIT_USER, handle_errors, print_diagnostics
 
@@ -36,7 +36,7 @@ def run(spec: str, resume: bool, dry_run: bool, out_dir: str | None, force: bool
     click.echo(f"launch: {shlex.join(argv)}", err=True)
     if dry_run:
         return
-    outcome = run_job(Path(result.build_dir), argv, env, echo=lambda line: click.echo(line))
+    outcome = run_job(Path(result.build_dir), launch_script_argv(resume), env, echo=lambda line: click.echo(line))
     if outcome.returncode != 0:
         who = f"rank {outcome.failed_rank}" if outcome.failed_rank is not None else "the job"
         click.echo(click.style(f"error: training failed (exit code {outcome.returncode}); last lines of {who}:",

@@ -14,9 +14,10 @@ from qcompile import __version__
 from qcompile.backends.train_config import build_train_config
 
 from .context import CompileContext
+from .launch import shell_command
 from .load import LoadedSpec, load_spec
 from .output import GENERATOR, sha256, write_build_dir
-from .render import render, render_python
+from .render import render, render_train_script
 
 
 def dump_json(data: object) -> bytes:
@@ -62,12 +63,12 @@ def compile_spec(loaded: LoadedSpec) -> Build:
         files["ds_config.json"] = dump_json(ds_config)
     files["accelerate_config.yaml"] = dump_yaml(backend.accelerate_config(spec))
     files["train_config.json"] = dump_json(build_train_config(ctx))
-    structure = {"backend": backend.kind, "uses_deepspeed": backend.uses_deepspeed, "qcompile_version": __version__}
-    files["train.py"] = render_python("train.py.j2", structure).encode()
+    files["train.py"] = render_train_script(__version__, backend.kind, list(backend.script_parts)).encode()
     files["launch.sh"] = render("launch.sh.j2", {
-        **structure,
+        "backend": backend.kind,
+        "qcompile_version": __version__,
         "env_lines": [f"{k}={shlex.quote(v)}" for k, v in sorted(env.items())],
-        "command": shlex.join(argv),
+        "command": shell_command(argv),
     }).encode()
     files.update(_memory_plan(ctx))
     manifest = dump_json({

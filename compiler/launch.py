@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -16,12 +17,15 @@ from pathlib import Path
 TAIL_LINES = 25
 RANK_PREFIX = re.compile(r"^\[default(\d+)\]:(.*)$")
 FAILED_RANK = re.compile(r"failed \(exitcode: (-?\d+)\) local_rank: (\d+)")
-# Launchers resolved against the running interpreter, so a job uses the same environment as qcompile.
+# The launchers a backend names, as what the job's Python interpreter runs: launch.sh starts them with
+# "${PYTHON:-python3}", and `qcompile run` sets PYTHON to its own interpreter, so a job uses the same
+# environment as qcompile.
 LAUNCHERS = {
-    "python3": [sys.executable],
-    "torchrun": [sys.executable, "-m", "torch.distributed.run"],
-    "accelerate": [sys.executable, "-m", "accelerate.commands.accelerate_cli"],
+    "python3": [],
+    "torchrun": ["-m", "torch.distributed.run"],
+    "accelerate": ["-m", "accelerate.commands.accelerate_cli"],
 }
+SCRIPT_PYTHON = '"${PYTHON:-python3}"'
 
 
 @dataclass
@@ -44,12 +48,27 @@ def job_env(backend_env: dict[str, str], base: dict[str, str] | None = None) -> 
     env.setdefault("TORCH_EXTENSIONS_DIR", str(default_cache_dir() / "torch_extensions"))
     env.setdefault("PYTHONUNBUFFERED", "1")
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    env["PYTHON"] = sys.executable
     return env
 
 
-def resolve_argv(argv: list[str], resume: bool) -> list[str]:
-    head = LAUNCHERS.get(argv[0], [argv[0]])
+def resolve_argv(argv: list[str], resume: bool, python: str = sys.executable) -> list[str]:
+    """The command launch.sh runs for a backend's logical argv, with PYTHON set to `python`."""
+    head = [python, *LAUNCHERS[argv[0]]] if argv[0] in LAUNCHERS else [argv[0]]
     return head + list(argv[1:]) + (["--resume"] if resume else [])
+
+
+def shell_command(argv: list[str]) -> str:
+    """launch.sh's command for a backend's argv: the interpreter stays "${PYTHON:-python3}", the rest is
+    quoted for the shell."""
+    if argv[0] not in LAUNCHERS:
+        return shlex.join(argv)
+    return " ".join([SCRIPT_PYTHON, shlex.join([*LAUNCHERS[argv[0]], *argv[1:]])])
+
+
+def launch_script_argv(resume: bool) -> list[str]:
+    """How `qcompile run` and the tests start a build: its launch.sh, from the build directory."""
+    return ["bash", "launch.sh", *(["--resume"] if resume else [])]
 
 
 def run_job(build_dir: Path, argv: list[str], env: dict[str, str],

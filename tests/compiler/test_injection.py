@@ -2,13 +2,13 @@
 
 import ast
 import json
-import shlex
 import subprocess
 
 import jinja2
 import pytest
 
 from qcompile.compiler.emit import compile_spec, emit
+from qcompile.compiler.launch import resolve_argv
 from qcompile.compiler.load import load_spec
 from qcompile.compiler.render import render
 from tests.conftest import TESTS
@@ -42,12 +42,16 @@ def _strings(node):
 
 
 def test_launch_script_quotes_every_argument(tmp_path):
+    """launch.sh runs the backend's argv with the interpreter in $PYTHON, every argument intact."""
     result = emit(TESTS / "specs" / "injection.yaml", tmp_path / "out", memory_check=False)
-    script = (tmp_path / "out" / "launch.sh").read_text()
-    exec_line = next(line for line in script.splitlines() if line.startswith("exec "))
-    assert shlex.split(exec_line)[1:-1] == result.build.argv
-    subprocess.run(["bash", "-n", str(tmp_path / "out" / "launch.sh")], check=True)
-    assert not (tmp_path / "PWNED").exists()
+    python = tmp_path / "python"  # stands in for the interpreter: prints the arguments it gets
+    python.write_text('#!/bin/sh\nprintf "%s\\n" "$@"\n')
+    python.chmod(0o755)
+    extra = ["--resume", "$(touch PWNED)"]
+    done = subprocess.run(["bash", str(tmp_path / "out" / "launch.sh"), *extra], cwd=tmp_path, capture_output=True,
+                          text=True, env={"PATH": "/usr/bin:/bin", "PYTHON": str(python)}, check=True)
+    assert done.stdout.splitlines() == resolve_argv(result.build.argv, False, python="")[1:] + extra
+    assert not (tmp_path / "PWNED").exists() and not (tmp_path / "out" / "PWNED").exists()
 
 
 @pytest.mark.parametrize("expression", [

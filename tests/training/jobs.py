@@ -1,63 +1,49 @@
-"""Build a job folder the way `qcompile SPEC --emit` does, for tests that launch real training."""
+"""Compile and start jobs exactly as `qcompile run` does, for the tests that launch real training: write a
+spec file, compile it with `emit` (load_spec, compile_spec, write_build_dir) and run the emitted launch.sh."""
 
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
-import jinja2
 import yaml
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from qcompile import __version__
-from qcompile.backends.registry import get_backend
-from qcompile.backends.train_config import build_train_config
-from qcompile.schemas.spec import Spec
-from tests.helpers import narrowed
+from qcompile.compiler.emit import EmitResult, emit
+from qcompile.compiler.launch import JobResult, job_env, launch_script_argv, run_job
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples"
 
 
-def render_train_py(kind: str) -> str:
-    backend = get_backend(kind)
-    env = ImmutableSandboxedEnvironment(loader=jinja2.FileSystemLoader(str(REPO / "templates")),
-                                        undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
-                                        trim_blocks=True, lstrip_blocks=True)
-    return env.get_template("train.py.j2").render(backend=kind, uses_deepspeed=backend.uses_deepspeed,
-                                                  qcompile_version=__version__)
-
-
-def spec_from(path: Path, **overrides) -> Spec:
-    """The spec at path with section overrides, e.g. training={"max_steps": 4}."""
-    data = yaml.safe_load(Path(path).read_text())
+def write_spec(folder: Path, example: str, **overrides) -> Path:
+    """examples/<example> with section overrides (e.g. training={"max_steps": 4}) as folder/spec.yaml; the
+    example's model and data paths are made absolute so the spec works from its new folder."""
+    data = yaml.safe_load((EXAMPLES / example).read_text())
+    data["model"]["name"] = str(EXAMPLES / data["model"]["name"])
+    data["data"]["path"] = str(EXAMPLES / data["data"]["path"])
     for section, values in overrides.items():
         data[section] = {**data[section], **values} if isinstance(values, dict) else values
-    return Spec.model_validate(data)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "spec.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
 
 
-def build_job(spec: Spec, spec_dir: Path, build_dir: Path) -> Path:
-    ctx = narrowed(spec, spec_dir)
-    backend = ctx.backend
-    build_dir.mkdir(parents=True, exist_ok=True)
-    dump = lambda data: json.dumps(data, sort_keys=True, indent=2) + "\n"  # noqa: E731
-    ds_config = backend.ds_config(ctx)
-    if ds_config is not None:
-        (build_dir / "ds_config.json").write_text(dump(ds_config))
-    (build_dir / "accelerate_config.yaml").write_text(yaml.safe_dump(backend.accelerate_config(spec), sort_keys=True))
-    (build_dir / "train_config.json").write_text(dump(build_train_config(ctx)))
-    (build_dir / "train.py").write_text(render_train_py(spec.backend.kind))
-    return build_dir
+def compile_job(folder: Path, example: str, **overrides) -> EmitResult:
+    """The build directory folder/build, written by the same code as `qcompile run`."""
+    return emit(write_spec(folder, example, **overrides), folder / "build")
 
 
-def launch(spec: Spec, build_dir: Path, resume: bool = False, echo=lambda line: None):
-    """Run the job as `qcompile run` does (same argv and environment), without the CLI."""
-    from qcompile.compiler.launch import job_env, resolve_argv, run_job
+def start(job: EmitResult, resume: bool = False) -> subprocess.Popen:
+    """launch.sh in its own session with the environment `qcompile run` gives it, output discarded."""
+    return subprocess.Popen(launch_script_argv(resume), cwd=job.build_dir, env=job_env(job.build.env),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
 
-    backend = get_backend(spec.backend.kind)
-    env = job_env(backend.launch_env(spec))
-    env["TORCH_EXTENSIONS_DIR"] = str(REPO / ".cache" / "torch_extensions")
-    return run_job(build_dir, resolve_argv(backend.launch_argv(spec), resume), env, echo=echo)
+
+def launch(job: EmitResult, resume: bool = False, echo=lambda line: None) -> JobResult:
+    """Run launch.sh as `qcompile run` does, streaming its lines to echo."""
+    return run_job(job.build_dir, launch_script_argv(resume), job_env(job.build.env), echo=echo)
 
 
 def metrics(output_dir: Path) -> list[dict]:
@@ -82,15 +68,3 @@ def tiny_model(tmp_root: Path) -> Path:
         spec.loader.exec_module(module)
         module.make_model(target)
     return target
-
-
-def load_script(kind: str, tmp_path: Path):
-    """Import the rendered train.py as a module, to test its functions in-process."""
-    import importlib.util
-
-    path = tmp_path / f"train_{kind.replace('-', '_')}.py"
-    path.write_text(render_train_py(kind))
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module

@@ -1,24 +1,18 @@
-"""`qcompile run`: the CLI compiles, launches with the backend's launcher and reports failures."""
+"""`qcompile run`: the CLI compiles, starts the emitted launch.sh and reports failures."""
 
 import json
 
 import pytest
-import yaml
 from click.testing import CliRunner
 
 from qcompile.cli.main import cli
 
-from .jobs import EXAMPLES
+from .jobs import write_spec
 
 
 def spec_file(tmp_path, example: str, data_path=None, **training) -> str:
-    data = yaml.safe_load((EXAMPLES / example).read_text())
-    data["model"]["name"] = str(EXAMPLES / "models" / "tiny-qwen2")
-    data["data"]["path"] = str(data_path or EXAMPLES / "data" / data["data"]["path"].split("/")[-1])
-    data["training"].update({"output_dir": str(tmp_path / "out"), **training})
-    path = tmp_path / "spec.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return str(path)
+    data = {"path": str(data_path)} if data_path else {}
+    return str(write_spec(tmp_path, example, data=data, training={"output_dir": str(tmp_path / "out"), **training}))
 
 
 def test_dry_run_prints_the_launch_and_environment(tmp_path):

@@ -1,6 +1,8 @@
-"""The generated train.py's pieces, imported in-process on the tiny model (no launcher, seconds)."""
+"""The generated train.py's parts (templates/script/*.py), imported as modules and run in-process on the
+tiny model (no launcher, seconds)."""
 
 import json
+from types import SimpleNamespace
 
 import pytest
 
@@ -8,12 +10,13 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("peft")
 pytest.importorskip("accelerate")
 
-from .jobs import EXAMPLES, build_job, load_script, spec_from  # noqa: E402
+from qcompile.compiler.emit import compile_spec  # noqa: E402
+from qcompile.compiler.load import load_spec  # noqa: E402
+from qcompile.templates.script import core, deepspeed, placement, staggered_load, zero3_load  # noqa: E402
 
+from .jobs import write_spec  # noqa: E402
 
-@pytest.fixture(scope="module")
-def script(tmp_path_factory):
-    return load_script("naive-model-parallel", tmp_path_factory.mktemp("script"))
+pytestmark = pytest.mark.usefixtures("model_dir")  # the example specs compile against the tiny model
 
 
 @pytest.fixture
@@ -24,9 +27,17 @@ def tokenizer(model_dir):
 
 
 def job_config(tmp_path, example="naive-mp-cpu.yaml", **overrides) -> dict:
+    """train_config.json as `qcompile run` compiles it for the example with these overrides."""
     overrides.setdefault("training", {})["output_dir"] = str(tmp_path / "out")
-    build = build_job(spec_from(EXAMPLES / example, **overrides), EXAMPLES, tmp_path / "build")
-    return json.loads((build / "train_config.json").read_text())
+    build = compile_spec(load_spec(write_spec(tmp_path / "spec", example, **overrides)))
+    return json.loads(build.files["train_config.json"])
+
+
+def load_placed(config):
+    """What a placement job (parts core, staggered_load, placement) loads: the base model spread by the
+    device_map, then the LoRA adapters made real."""
+    kwargs = placement.place_layers(config, core.load_kwargs(config))
+    return placement.add_placed_lora(staggered_load.load_in_turns(config, kwargs), config)
 
 
 @pytest.mark.parametrize("line, message", [
@@ -35,45 +46,46 @@ def job_config(tmp_path, example="naive-mp-cpu.yaml", **overrides) -> dict:
     ('{"instruction": "a"}', "missing key 'output'"),
     ('{"instruction": "a", "output": 3}', "'output' must be a string"),
 ])
-def test_malformed_alpaca_row_names_file_and_line(script, tmp_path, line, message):
+def test_malformed_alpaca_row_names_file_and_line(tmp_path, line, message):
     path = tmp_path / "bad.jsonl"
     path.write_text('{"instruction": "a", "output": "b"}\n\n' + line + "\n")
-    with pytest.raises(script.JobError, match=rf"bad\.jsonl:3: .*{message}"):
-        script.read_rows(str(path), "alpaca")
+    with pytest.raises(core.JobError, match=rf"bad\.jsonl:3: .*{message}"):
+        core.read_rows(str(path), "alpaca")
 
 
-def test_malformed_chat_row(script, tmp_path):
+def test_malformed_chat_row(tmp_path):
     path = tmp_path / "chat.jsonl"
     path.write_text('{"messages": [{"role": "robot", "content": "x"}]}\n')
-    with pytest.raises(script.JobError, match=r"chat\.jsonl:1: messages\[0\]\.role"):
-        script.read_rows(str(path), "chat")
+    with pytest.raises(core.JobError, match=r"chat\.jsonl:1: messages\[0\]\.role"):
+        core.read_rows(str(path), "chat")
 
 
-def test_alpaca_loss_only_on_response(script, tokenizer):
+def test_alpaca_loss_only_on_response(tokenizer):
     row = {"instruction": "Spell the word backwards.", "input": "cat", "output": "tac"}
-    example = script.encode(tokenizer, row, "alpaca", 512)
-    trained = [t for t, label in zip(example["input_ids"], example["labels"]) if label != -100]
+    example = core.encode(tokenizer, row, "alpaca", 512)
+    trained = [t for t, label in zip(example["input_ids"], example["labels"], strict=True) if label != -100]
     assert tokenizer.decode(trained) == "tac" + tokenizer.eos_token
     assert example["labels"][0] == -100
 
 
-def test_chat_loss_only_on_assistant_turns(script, tokenizer):
+def test_chat_loss_only_on_assistant_turns(tokenizer):
     row = {"messages": [{"role": "user", "content": "Shout cat."}, {"role": "assistant", "content": "CAT!"},
                         {"role": "user", "content": "Again."}, {"role": "assistant", "content": "cat"}]}
-    example = script.encode(tokenizer, row, "chat", 512)
-    trained = tokenizer.decode([t for t, label in zip(example["input_ids"], example["labels"]) if label != -100])
+    example = core.encode(tokenizer, row, "chat", 512)
+    pairs = zip(example["input_ids"], example["labels"], strict=True)
+    trained = tokenizer.decode([t for t, label in pairs if label != -100])
     assert "CAT!" in trained and "cat" in trained
     assert "Shout" not in trained and "Again" not in trained
 
 
-def test_text_trains_everything_and_truncates(script, tokenizer):
-    example = script.encode(tokenizer, {"text": "The cat is number 3. " * 20}, "text", 16)
+def test_text_trains_everything_and_truncates(tokenizer):
+    example = core.encode(tokenizer, {"text": "The cat is number 3. " * 20}, "text", 16)
     assert len(example["input_ids"]) == 16 and example["labels"] == example["input_ids"]
 
 
-def test_gradient_checkpointing_recomputes_with_frozen_base(script, tmp_path):
+def test_gradient_checkpointing_recomputes_with_frozen_base(tmp_path):
     config = job_config(tmp_path, lora={"layers": None}, hardware={"device_memory": "1GiB"})
-    model = script.add_lora(script.load_base_model(config), config)
+    model = load_placed(config)
     model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.train()
     calls, mlp = [], model.base_model.model.model.layers[1].mlp
@@ -87,21 +99,21 @@ def test_gradient_checkpointing_recomputes_with_frozen_base(script, tmp_path):
     assert all(not p.requires_grad for n, p in model.named_parameters() if "lora_" not in n)
 
 
-def test_selective_layers_get_adapters_only_there(script, tmp_path):
+def test_selective_layers_get_adapters_only_there(tmp_path):
     config = job_config(tmp_path, lora={"layers": [1, 3]}, hardware={"device_memory": "1GiB"})
-    model = script.add_lora(script.load_base_model(config), config)
+    model = load_placed(config)
     layers = {int(n.split(".layers.")[1].split(".")[0]) for n, p in model.named_parameters() if p.requires_grad}
     assert layers == {1, 3}
 
 
-def test_offload_trap_peft_on_disk_offloaded_model_leaves_meta_adapters(script, tmp_path, model_dir):
+def test_offload_trap_peft_on_disk_offloaded_model_leaves_meta_adapters(tmp_path, model_dir):
     """The trap itself: plain get_peft_model after accelerate put layers on disk."""
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
     config = job_config(tmp_path)
     kwargs = {"dtype": torch.float32, "revision": None, "trust_remote_code": False, "attn_implementation": "sdpa"}
-    device_map = script.placement_map(config, kwargs)
+    device_map = placement.placement_map(config, kwargs)
     assert "disk" in device_map.values()
     base = AutoModelForCausalLM.from_pretrained(model_dir, device_map=device_map,
                                                 offload_folder=str(tmp_path / "off"), **kwargs)
@@ -109,9 +121,9 @@ def test_offload_trap_peft_on_disk_offloaded_model_leaves_meta_adapters(script, 
     assert any(p.device.type == "meta" for n, p in naive.named_parameters() if "lora_" in n)
 
 
-def test_offload_fix_every_adapter_is_real_and_gets_a_gradient(script, tmp_path):
+def test_offload_fix_every_adapter_is_real_and_gets_a_gradient(tmp_path):
     config = job_config(tmp_path)
-    model = script.add_lora(script.load_base_model(config), config)
+    model = load_placed(config)
     # the planner's map for the example: layers 1-3 (all with adapters) and the head on disk
     on_disk = sorted(name for name, device in config["backend"]["device_map"].items() if device == "disk")
     assert on_disk == ["lm_head", "model.layers.1", "model.layers.2", "model.layers.3", "model.norm"]
@@ -131,10 +143,11 @@ def test_offload_fix_every_adapter_is_real_and_gets_a_gradient(script, tmp_path)
     unchanged = [n for n, p in lora.items() if torch.equal(p.detach(), before[n])]
     assert not unchanged
     # and the offloaded base weights are still the ones on disk, untouched
-    assert all(p.device.type == "meta" for n, p in model.named_parameters() if "layers.3.self_attn.q_proj.base_layer" in n)
+    on_disk = [p for n, p in model.named_parameters() if "layers.3.self_attn.q_proj.base_layer" in n]
+    assert on_disk and all(p.device.type == "meta" for p in on_disk)
 
 
-def test_gpu_blocks_of_a_split_stay_whole(script, tmp_path):
+def test_gpu_blocks_of_a_split_stay_whole(tmp_path):
     """Only offloaded (cpu/disk) blocks are split to leaves; a layer on GPU 1 keeps its activation
     function with it instead of bouncing to the execution device."""
     config = job_config(tmp_path)
@@ -142,28 +155,52 @@ def test_gpu_blocks_of_a_split_stay_whole(script, tmp_path):
                "model.layers.2": 1, "model.layers.3": 1, "model.norm": 1, "lm_head": "disk"}
     config["backend"].update(device_map=gpu_map, execution_device=0)
     kwargs = {"dtype": torch.float32, "revision": None, "trust_remote_code": False, "attn_implementation": "sdpa"}
-    placed = script.placement_map(config, kwargs)
+    placed = placement.placement_map(config, kwargs)
     assert {k: v for k, v in placed.items() if k != "lm_head"} == {k: v for k, v in gpu_map.items() if k != "lm_head"}
     assert placed["lm_head"] == "disk"
 
 
 @pytest.mark.parametrize("strategy, devices", [("sequential", {0}), ("balanced", {0, 1})])
-def test_offload_device_map_strategy_reaches_accelerate(script, tmp_path, strategy, devices):
+def test_offload_device_map_strategy_reaches_accelerate(tmp_path, strategy, devices):
     config = job_config(tmp_path)
     config["backend"].update(device_map=None, execution_device=0, device_map_strategy=strategy,
                              max_memory={"0": 10**7, "1": 10**7, "cpu": 10**9})
     kwargs = {"dtype": torch.float32, "revision": None, "trust_remote_code": False, "attn_implementation": "sdpa"}
-    assert set(script.placement_map(config, kwargs).values()) == devices
+    assert set(placement.placement_map(config, kwargs).values()) == devices
 
 
-def test_resume_discards_only_interrupted_newer_checkpoints(script, tmp_path):
+def test_resume_discards_only_interrupted_newer_checkpoints(tmp_path):
     folder = tmp_path / "checkpoints"
     for step, committed in ((4, True), (6, False), (8, True), (12, False)):
         (folder / f"checkpoint-{step}").mkdir(parents=True)
         if committed:
-            (folder / f"checkpoint-{step}" / script.COMMITTED).write_text("")
+            (folder / f"checkpoint-{step}" / core.COMMITTED).write_text("")
     (folder / "checkpoint-2").mkdir()  # older and uncommitted: not this resume's business
-    resumed = script.latest_checkpoint(tmp_path)
+    resumed = core.latest_checkpoint(tmp_path)
     assert resumed.name == "checkpoint-8"
-    script.discard_interrupted_checkpoints(tmp_path, resumed)
+    core.discard_interrupted_checkpoints(tmp_path, resumed)
     assert sorted(p.name for p in folder.iterdir()) == ["checkpoint-2", "checkpoint-4", "checkpoint-6", "checkpoint-8"]
+
+
+def test_deepspeed_part_points_trainer_at_the_ds_config_and_refuses_to_train_without_it(tmp_path):
+    config = job_config(tmp_path, "zero3-cpu.yaml")
+    arguments = deepspeed.deepspeed_arguments(config, tmp_path)
+    assert arguments == {"deepspeed": str(tmp_path / "ds_config.json"), "ddp_backend": "gloo"}
+    (tmp_path / "ds_config.json").write_text(json.dumps({"zero_optimization": {"stage": 3}}))
+    plain = SimpleNamespace(is_deepspeed_enabled=False, args=SimpleNamespace(deepspeed=arguments["deepspeed"]))
+    with pytest.raises(core.JobError, match="refusing to train without ZeRO-3"):
+        deepspeed.require_deepspeed(plain)
+    deepspeed.require_deepspeed(SimpleNamespace(is_deepspeed_enabled=True))
+
+
+def test_zero3_part_refuses_a_model_loaded_whole(tmp_path):
+    whole = torch.nn.Linear(4, 4)  # no ds_numel: zero.Init did not partition it
+    with pytest.raises(core.JobError, match="not partitioned at load"):
+        zero3_load.report_partition(whole)
+
+
+def test_staggered_load_gives_each_rank_the_whole_model_unplaced(tmp_path):
+    config = job_config(tmp_path, "zero2-cpu.yaml")
+    assert core.Steps().place_model(config, {"a": 1}) == {"a": 1}  # no part placed it: kwargs unchanged
+    model = staggered_load.load_in_turns(config, core.load_kwargs(config))
+    assert {p.device.type for p in model.parameters()} == {"cpu"} and not hasattr(model, "hf_device_map")

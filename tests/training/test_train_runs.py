@@ -1,8 +1,7 @@
-"""Real LoRA training of the tiny model with each backend's real launcher, a few steps each."""
+"""Real LoRA training of the tiny model: each spec compiled as `qcompile run` does and started through its
+emitted launch.sh (the backend's real launcher), a few steps each."""
 
 import os
-import subprocess
-import sys
 import time
 
 import pytest
@@ -12,17 +11,16 @@ pytest.importorskip("peft")
 pytest.importorskip("deepspeed")
 pytest.importorskip("accelerate")
 
-from .jobs import EXAMPLES, adapter, build_job, launch, metrics, spec_from  # noqa: E402
+from .jobs import adapter, compile_job, launch, metrics, start  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
 
 def run_example(tmp_path, example: str, name: str = "job", resume: bool = False, **overrides):
     overrides.setdefault("training", {})["output_dir"] = str(tmp_path / name / "out")
-    spec = spec_from(EXAMPLES / example, **overrides)
-    build = build_job(spec, EXAMPLES, tmp_path / name)
+    job = compile_job(tmp_path / name, example, **overrides)
     lines = []
-    result = launch(spec, build, resume=resume, echo=lines.append)
+    result = launch(job, resume=resume, echo=lines.append)
     assert result.returncode == 0, "\n".join(lines[-40:])
     return tmp_path / name / "out", lines
 
@@ -87,16 +85,8 @@ def test_zero2_kill_9_then_resume_matches_uninterrupted_run(tmp_path, model_dir)
                  "training": {"max_steps": 9, "save_steps": 3}}
     full, _ = run_example(tmp_path, "zero2-cpu.yaml", "full", **overrides)
 
-    from qcompile.backends.registry import get_backend
-    from qcompile.compiler.launch import job_env, resolve_argv
-
     overrides["training"] = {**overrides["training"], "output_dir": str(tmp_path / "killed" / "out")}
-    spec = spec_from(EXAMPLES / "zero2-cpu.yaml", **overrides)
-    build = build_job(spec, EXAMPLES, tmp_path / "killed")
-    backend = get_backend(spec.backend.kind)
-    env = job_env(backend.launch_env(spec))
-    process = subprocess.Popen(resolve_argv(backend.launch_argv(spec), False), cwd=build, env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    process = start(compile_job(tmp_path / "killed", "zero2-cpu.yaml", **overrides))
     kill_after_checkpoint(process, tmp_path / "killed" / "out", 3)
 
     resumed, lines = run_example(tmp_path, "zero2-cpu.yaml", "killed", resume=True, **overrides)
@@ -135,11 +125,10 @@ def test_naive_model_parallel_trains_through_the_planned_split(tmp_path, model_d
     assert {int(key.split(".layers.")[1].split(".")[0]) for key in adapter(output_dir)} == {1, 2, 3}
 
 
-def test_script_refuses_a_world_size_the_spec_did_not_ask_for(tmp_path, model_dir):
-    spec = spec_from(EXAMPLES / "offload-cpu.yaml", training={"output_dir": str(tmp_path / "out")})
-    build = build_job(spec, EXAMPLES, tmp_path / "build")
-    env = {**os.environ, "WORLD_SIZE": "2"}
-    done = subprocess.run([sys.executable, "train.py", "--config", "train_config.json"], cwd=build, env=env,
-                          capture_output=True, text=True)
-    assert done.returncode == 1
-    assert "launched with 2 processes but the spec asks for 1" in done.stderr
+def test_script_refuses_a_world_size_the_spec_did_not_ask_for(tmp_path, model_dir, monkeypatch):
+    job = compile_job(tmp_path, "naive-mp-cpu.yaml", training={"output_dir": str(tmp_path / "out")})
+    monkeypatch.setitem(os.environ, "WORLD_SIZE", "2")  # as if started by a launcher with two processes
+    lines = []
+    result = launch(job, echo=lines.append)
+    assert result.returncode == 1
+    assert "error: launched with 2 processes but the spec asks for 1; use the launch command qcompile emitted" in lines

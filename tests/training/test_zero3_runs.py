@@ -1,7 +1,6 @@
 """deepspeed-zero3 on CPU (gloo): partitioned load, training, the gathered adapter, kill -9 + resume."""
 
 import json
-import subprocess
 
 import pytest
 
@@ -9,7 +8,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("peft")
 pytest.importorskip("deepspeed")
 
-from .jobs import EXAMPLES, adapter, build_job, launch, spec_from  # noqa: E402
+from .jobs import adapter, compile_job, launch, start  # noqa: E402
 from .test_train_runs import (  # noqa: E402
     assert_adapter_loads_and_changes_outputs,
     assert_loss_falls,
@@ -18,7 +17,7 @@ from .test_train_runs import (  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
-EXAMPLE = EXAMPLES / "zero3-cpu.yaml"
+EXAMPLE = "zero3-cpu.yaml"
 # dropout draws random numbers every step: resume must restore the RNG state to match
 TWO_RANKS = {"lora": {"dropout": 0.1}}
 STEPS = {"max_steps": 12}  # checkpoints at 4, 8 and 12: the kill test stops the run after the first
@@ -26,9 +25,8 @@ STEPS = {"max_steps": 12}  # checkpoints at 4, 8 and 12: the kill test stops the
 
 def run(tmp_path, name: str, resume: bool = False, **overrides):
     overrides = {**overrides, "training": {**overrides.get("training", {}), "output_dir": str(tmp_path / name / "out")}}
-    spec = spec_from(EXAMPLE, **overrides)
     lines = []
-    result = launch(spec, build_job(spec, EXAMPLES, tmp_path / name), resume=resume, echo=lines.append)
+    result = launch(compile_job(tmp_path / name, EXAMPLE, **overrides), resume=resume, echo=lines.append)
     assert result.returncode == 0, "\n".join(lines[-40:])
     return tmp_path / name / "out", lines
 
@@ -55,7 +53,8 @@ def test_each_of_two_ranks_loads_half_of_every_weight(two_ranks, model_dir):
     for shard in shards.values():
         assert shard["frozen_numel"] == total
         assert 0.5 <= shard["min_share"] <= shard["max_share"] <= 0.51  # half of every tensor, up to padding
-    assert sum(s["local_numel"] for s in shards.values()) - total < 2 * len(load_file(str(model_dir / "model.safetensors")))
+    tensors = len(load_file(str(model_dir / "model.safetensors")))
+    assert sum(s["local_numel"] for s in shards.values()) - total < 2 * tensors
 
 
 def test_two_ranks_learn_and_save_the_trained_adapter(two_ranks, model_dir):
@@ -83,17 +82,10 @@ def test_two_ranks_learn_and_save_the_trained_adapter(two_ranks, model_dir):
 
 
 def test_kill_9_then_resume_matches_uninterrupted_run(two_ranks):
-    from qcompile.backends.registry import get_backend
-    from qcompile.compiler.launch import job_env, resolve_argv
-
     root, full, _ = two_ranks
-    spec = spec_from(EXAMPLE, **TWO_RANKS, training={**STEPS, "output_dir": str(root / "killed" / "out")})
-    build = build_job(spec, EXAMPLES, root / "killed")
-    backend = get_backend(spec.backend.kind)
-    process = subprocess.Popen(resolve_argv(backend.launch_argv(spec), False), cwd=build,
-                               env=job_env(backend.launch_env(spec)), stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL, start_new_session=True)
-    kill_after_checkpoint(process, root / "killed" / "out", 4)
+    killed = root / "killed"
+    job = compile_job(killed, EXAMPLE, **TWO_RANKS, training={**STEPS, "output_dir": str(killed / "out")})
+    kill_after_checkpoint(start(job), root / "killed" / "out", 4)
 
     resumed, lines = run(root, "killed", resume=True, training=STEPS, **TWO_RANKS)
     assert any("resuming from" in line and ("checkpoint-4" in line or "checkpoint-8" in line) for line in lines)

@@ -3,4 +3,4 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 export ACCELERATE_USE_CPU=true
-exec accelerate launch --config_file accelerate_config.yaml train.py --config train_config.json "$@"
+exec "${PYTHON:-python3}" -m accelerate.commands.accelerate_cli launch --config_file accelerate_config.yaml train.py --config train_config.json "$@"

@@ -4,4 +4,4 @@ set -euo pipefail
 cd "$(dirname "$0")"
 export DS_ACCELERATOR=cpu
 export OMP_NUM_THREADS=1
-exec torchrun --nproc-per-node=2 --tee=3 --standalone train.py --config train_config.json "$@"
+exec "${PYTHON:-python3}" -m torch.distributed.run --nproc-per-node=2 --tee=3 --standalone train.py --config train_config.json "$@"

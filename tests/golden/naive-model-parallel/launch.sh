@@ -3,4 +3,4 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 export ACCELERATE_USE_CPU=true
-exec python3 train.py --config train_config.json "$@"
+exec "${PYTHON:-python3}" train.py --config train_config.json "$@"

@@ -1,0 +1,402 @@
+"""Every job: read and check the data, load the base model and add the LoRA adapters, train with HF
+Trainer, keep checkpoints resumable and save the adapter. Other parts replace steps in STEPS."""
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from peft import LoraConfig, get_peft_model
+from transformers import (
+    AutoTokenizer,
+    DataCollatorForSeq2Seq,
+    Trainer,
+    TrainerCallback,
+    TrainingArguments,
+    set_seed,
+)
+from transformers.trainer_callback import PrinterCallback
+
+# The libraries' deprecation notices are not actionable in a generated job and bury the progress lines.
+warnings.filterwarnings("ignore", category=FutureWarning)
+
+CHECKPOINTS = "checkpoints"
+COMMITTED = "QCOMPILE_COMPLETE"  # written last: a checkpoint without it was interrupted mid-write
+ALPACA_PROMPT = "### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:\n"
+ALPACA_PROMPT_NO_INPUT = "### Instruction:\n{instruction}\n\n### Response:\n"
+
+
+class JobError(Exception):
+    """A problem the user can fix (bad data row, wrong world size, existing run): exit 1, no traceback."""
+
+
+def rank() -> int:
+    return int(os.environ.get("RANK", "0"))
+
+
+def log(message: str) -> None:
+    if rank() == 0:
+        print(message, flush=True)
+
+
+# ---------------------------------------------------------------- data
+
+
+def read_rows(path: str, fmt: str) -> list:
+    """Parse and check every row before training starts; a bad row names its file and line."""
+    required = {"alpaca": ("instruction", "output"), "chat": ("messages",), "text": ("text",)}[fmt]
+    rows = []
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            where = f"{path}:{number}"
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise JobError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+            if not isinstance(row, dict):
+                raise JobError(f"{where}: expected a JSON object for the {fmt} format")
+            for key in required:
+                if key not in row:
+                    raise JobError(f"{where}: missing key {key!r} for the {fmt} format")
+            if fmt == "chat":
+                check_messages(row["messages"], where)
+            else:
+                for key in ("instruction", "input", "output", "text"):
+                    if key in row and not isinstance(row[key], str):
+                        raise JobError(f"{where}: {key!r} must be a string")
+            rows.append(row)
+    if not rows:
+        raise JobError(f"{path}: no training rows")
+    return rows
+
+
+def check_messages(messages, where: str) -> None:
+    if not isinstance(messages, list) or not messages:
+        raise JobError(f"{where}: 'messages' must be a non-empty list")
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict) or not isinstance(message.get("content"), str):
+            raise JobError(f"{where}: messages[{i}] needs a string 'content'")
+        if message.get("role") not in ("system", "user", "assistant"):
+            raise JobError(f"{where}: messages[{i}].role must be system, user or assistant")
+    if not any(m["role"] == "assistant" for m in messages):
+        raise JobError(f"{where}: no assistant message to learn from")
+
+
+def render_chat(tokenizer, messages: list) -> str:
+    if tokenizer.chat_template:
+        return tokenizer.apply_chat_template(messages, tokenize=False)
+    return "".join(f"<|{m['role']}|>\n{m['content']}\n" for m in messages)
+
+
+def encode(tokenizer, row: dict, fmt: str, max_len: int) -> dict:
+    """Token ids and labels; labels are -100 outside the response for alpaca and chat."""
+    eos = tokenizer.eos_token or ""
+    if fmt == "text":
+        pieces = [(row["text"] + eos, True)]
+    elif fmt == "alpaca":
+        template = ALPACA_PROMPT if row.get("input") else ALPACA_PROMPT_NO_INPUT
+        pieces = [(template.format(instruction=row["instruction"], input=row.get("input", "")), False),
+                  (row["output"] + eos, True)]
+    else:  # chat: each message's text is the difference between successive renderings
+        pieces, previous = [], ""
+        for i in range(len(row["messages"])):
+            text = render_chat(tokenizer, row["messages"][: i + 1])
+            if not text.startswith(previous):
+                previous = ""  # a template that is not prefix-stable: fall back to the whole text
+            pieces.append((text[len(previous):], row["messages"][i]["role"] == "assistant"))
+            previous = text
+    input_ids, labels = [], []
+    for text, trained in pieces:
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        input_ids += ids
+        labels += ids if trained else [-100] * len(ids)
+    input_ids, labels = input_ids[:max_len], labels[:max_len]
+    return {"input_ids": input_ids, "attention_mask": [1] * len(input_ids), "labels": labels}
+
+
+def build_dataset(cfg: dict, tokenizer) -> list:
+    rows = read_rows(cfg["data"]["path"], cfg["data"]["format"])
+    max_len = cfg["strategies"]["max_seq_length"]
+    examples = [encode(tokenizer, row, cfg["data"]["format"], max_len) for row in rows]
+    examples = [e for e in examples if any(label != -100 for label in e["labels"])]
+    if not examples:
+        raise JobError(f"{cfg['data']['path']}: every response was truncated away by max_seq_length={max_len}")
+    return examples
+
+
+# ---------------------------------------------------------------- model
+
+
+def load_kwargs(cfg: dict) -> dict:
+    """from_pretrained's arguments for the base model; a placement part adds its device_map."""
+    model_cfg = cfg["model"]
+    return {
+        "dtype": getattr(torch, model_cfg["dtype"]),
+        "revision": model_cfg["revision"],
+        "trust_remote_code": model_cfg["trust_remote_code"],
+        "attn_implementation": model_cfg["attention"],
+    }
+
+
+def load_base_model(cfg: dict):
+    if STEPS.load_model is None:
+        raise RuntimeError("no part of this script loads the model (its backend names no loading part)")
+    return STEPS.load_model(cfg, STEPS.place_model(cfg, load_kwargs(cfg)))
+
+
+def add_lora(model, cfg: dict):
+    lora = cfg["lora"]
+    config = LoraConfig(
+        r=lora["r"],
+        lora_alpha=lora["alpha"],
+        lora_dropout=lora["dropout"],
+        target_modules=lora["target_modules"],
+        layers_to_transform=lora["layers"],
+        task_type="CAUSAL_LM",
+    )
+    model = get_peft_model(model, config)
+    if cfg["strategies"]["gradient_checkpointing"]:
+        model.enable_input_require_grads()  # the frozen embedding output must carry grad into checkpoints
+    return model
+
+
+# ---------------------------------------------------------------- trainer
+
+
+def training_arguments(cfg: dict, config_dir: Path) -> TrainingArguments:
+    train, strategies = cfg["training"], cfg["strategies"]
+    precision = strategies["mixed_precision"]
+    return TrainingArguments(
+        output_dir=str(Path(train["output_dir"]) / CHECKPOINTS),
+        per_device_train_batch_size=train["micro_batch_size"],
+        gradient_accumulation_steps=train["gradient_accumulation_steps"],
+        num_train_epochs=train["epochs"],
+        max_steps=train["max_steps"] or -1,
+        learning_rate=train["learning_rate"],
+        weight_decay=train["weight_decay"],
+        warmup_steps=train["warmup_steps"],
+        lr_scheduler_type=train["lr_scheduler"],
+        max_grad_norm=train["max_grad_norm"],
+        optim="adamw_torch_fused",  # one kernel for all LoRA tensors instead of ~10 small ops per tensor
+        seed=train["seed"],
+        data_seed=train["seed"],
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        activation_checkpointing=strategies["gradient_checkpointing"],
+        activation_checkpointing_kwargs={"use_reentrant": False},
+        save_strategy="steps",
+        save_steps=train["save_steps"],
+        logging_steps=train["logging_steps"],
+        include_num_input_tokens_seen="non_padding",
+        use_cpu=cfg["accelerator"] == "cpu",
+        report_to="none",
+        disable_tqdm=True,
+        remove_unused_columns=False,
+        dataloader_num_workers=0,
+        **STEPS.engine_arguments(cfg, config_dir),
+    )
+
+
+class Progress(TrainerCallback):
+    """Steps, loss, tokens/s, elapsed and ETA on the terminal, and one JSON line per log in metrics.jsonl."""
+
+    def __init__(self, metrics_path: Path):
+        self.metrics_path = metrics_path
+        self.start = self.last_time = time.time()
+        self.last_tokens = 0
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.start = self.last_time = time.time()
+        self.last_tokens = state.num_input_tokens_seen or 0
+        self.first_step = state.global_step
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero or not logs or "loss" not in logs:
+            return
+        now = time.time()
+        tokens = state.num_input_tokens_seen or 0
+        rate = (tokens - self.last_tokens) / max(now - self.last_time, 1e-9)
+        self.last_time, self.last_tokens = now, tokens
+        elapsed = now - self.start
+        done = state.global_step - self.first_step
+        eta = elapsed / done * (state.max_steps - state.global_step) if done else 0.0
+        record = {"step": state.global_step, "max_steps": state.max_steps, "loss": logs["loss"],
+                  "learning_rate": logs.get("learning_rate"), "tokens": tokens, "tokens_per_s": rate,
+                  "elapsed_s": elapsed, "eta_s": eta}
+        with open(self.metrics_path, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record, sort_keys=True) + "\n")
+        print(f"step {state.global_step}/{state.max_steps} | loss {logs['loss']:.4f} | {rate:,.0f} tok/s"
+              f" | elapsed {clock(elapsed)} | eta {clock(eta)}", flush=True)
+
+
+def clock(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+class CommitCheckpoint(TrainerCallback):
+    """Trainer writes checkpoint-N in place; once every rank has finished writing it, rank 0 adds
+    the marker atomically. Resume only trusts checkpoints that carry it."""
+
+    def on_save(self, args, state, control, **kwargs):
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.barrier()
+        if state.is_world_process_zero:
+            folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            write_atomically(folder / COMMITTED, json.dumps({"step": state.global_step}) + "\n")
+
+
+def write_atomically(path: Path, text: str) -> None:
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(text, encoding="utf-8")
+    os.replace(temporary, path)
+
+
+def latest_checkpoint(output_dir: Path):
+    folder = output_dir / CHECKPOINTS
+    done = [p for p in folder.glob("checkpoint-*") if (p / COMMITTED).exists() and p.name.split("-")[-1].isdigit()]
+    return max(done, key=lambda p: int(p.name.split("-")[-1]), default=None)
+
+
+def discard_interrupted_checkpoints(output_dir: Path, resumed: Path) -> None:
+    """Checkpoints newer than the one resumed were being written when the run died: the resumed run
+    writes them again, and must not find half of an old one there."""
+    step = int(resumed.name.split("-")[-1])
+    for folder in (output_dir / CHECKPOINTS).glob("checkpoint-*"):
+        number = folder.name.split("-")[-1]
+        if number.isdigit() and int(number) > step and not (folder / COMMITTED).exists():
+            shutil.rmtree(folder)
+            log(f"discarded {folder.name}: interrupted while being written")
+
+
+def save_adapter(trainer: Trainer, output_dir: Path) -> None:
+    """Write the final adapter next to a temporary copy, then move each file into place."""
+    staging = output_dir / ".adapter.tmp"
+    trainer.save_model(str(staging))
+    if trainer.is_world_process_zero():
+        for item in staging.iterdir():
+            os.replace(item, output_dir / item.name)
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def copy_adapter(checkpoint: Path, output_dir: Path) -> None:
+    for name in ("adapter_config.json", "adapter_model.safetensors"):
+        temporary = output_dir / f".{name}.tmp"
+        shutil.copyfile(checkpoint / name, temporary)
+        os.replace(temporary, output_dir / name)
+
+
+# ---------------------------------------------------------------- steps the other parts replace
+
+
+def unplaced(cfg: dict, kwargs: dict) -> dict:
+    return kwargs
+
+
+def no_engine(cfg: dict, config_dir: Path) -> dict:
+    return {}
+
+
+def no_check(trainer: Trainer) -> None:
+    return None
+
+
+@dataclass
+class Steps:
+    """What a backend's parts change in the job: each part assigns its functions here, below them."""
+
+    load_model: Callable[[dict, dict], Any] | None = None  # (cfg, from_pretrained kwargs) -> base model
+    place_model: Callable[[dict, dict], dict] = unplaced  # (cfg, kwargs) -> kwargs with a device_map
+    add_adapters: Callable[[Any, dict], Any] = add_lora  # (base model, cfg) -> peft model
+    engine_arguments: Callable[[dict, Path], dict] = no_engine  # (cfg, config dir) -> more TrainingArguments
+    callbacks: list = field(default_factory=list)  # TrainerCallbacks besides progress and checkpoint commits
+    check_trainer: Callable[[Trainer], None] = no_check  # refuse a Trainer that is not set up as planned
+
+
+STEPS = Steps()
+
+
+# ---------------------------------------------------------------- main
+
+
+def run(config_path: Path, resume: bool) -> None:
+    cfg = json.loads(config_path.read_text(encoding="utf-8"))
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size != cfg["world_size"]:
+        raise JobError(f"launched with {world_size} processes but the spec asks for {cfg['world_size']}; "
+                       "use the launch command qcompile emitted")
+    output_dir = Path(cfg["training"]["output_dir"])
+    output_dir.mkdir(parents=True, exist_ok=True)
+    checkpoint = latest_checkpoint(output_dir)
+    if resume and checkpoint is None:
+        log(f"no complete checkpoint in {output_dir / CHECKPOINTS}; starting from step 0")
+    if not resume and checkpoint is not None:
+        raise JobError(f"{output_dir} already holds checkpoints of a run; resume it with --resume "
+                       "or choose another training.output_dir")
+    set_seed(cfg["training"]["seed"])
+
+    tokenizer = AutoTokenizer.from_pretrained(cfg["model"]["tokenizer"], revision=cfg["model"]["revision"],
+                                              trust_remote_code=cfg["model"]["trust_remote_code"])
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    dataset = build_dataset(cfg, tokenizer)  # every row is checked before the model is loaded
+    log(f"{len(dataset)} examples from {cfg['data']['path']} ({cfg['data']['format']})")
+
+    args = training_arguments(cfg, config_path.parent)  # initialises torch.distributed when distributed
+    model = STEPS.add_adapters(load_base_model(cfg), cfg)
+    if rank() == 0:
+        model.print_trainable_parameters()
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100),
+        callbacks=[Progress(output_dir / "metrics.jsonl"), CommitCheckpoint(), *STEPS.callbacks],
+    )
+    trainer.remove_callback(PrinterCallback)  # Progress prints the same, with tokens/s and ETA
+    STEPS.check_trainer(trainer)
+    if resume and checkpoint is not None:
+        state = json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8"))
+        if state["global_step"] >= state["max_steps"]:  # Trainer would run one step past the end
+            log(f"{checkpoint} is the end of the run (step {state['global_step']}); keeping its adapter")
+            if rank() == 0:
+                copy_adapter(checkpoint, output_dir)
+            return
+        log(f"resuming from {checkpoint}")
+        if rank() == 0:
+            discard_interrupted_checkpoints(output_dir, checkpoint)
+    trainer.train(resume_from_checkpoint=str(checkpoint) if resume and checkpoint is not None else None)
+    save_adapter(trainer, output_dir)
+    log(f"adapter saved to {output_dir}")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", type=Path, required=True, help="train_config.json written by qcompile")
+    parser.add_argument("--resume", action="store_true", help="continue from the latest complete checkpoint")
+    options = parser.parse_args(argv)
+    try:
+        run(options.config.resolve(), options.resume)
+    except JobError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return 1
+    finally:
+        leave_process_group()
+    return 0
+
+
+def leave_process_group() -> None:
+    """Tear the process group down before the interpreter does: gloo's threads dying at exit can
+    abort a rank that has finished its work."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
