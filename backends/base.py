@@ -42,7 +42,6 @@ class Backend(Protocol):
     options: type[Section]  # its spec section's fields, without `kind` (the registry adds it)
     speed_rank: int  # lower is faster; `auto` tries backends in this order
     accepts: Accepts
-    uses_deepspeed: bool
     script_parts: tuple[str, ...]  # the generated train.py's parts (templates/script/), "core" first
 
     def check(self, spec: Spec) -> list[Diagnostic]:

@@ -23,7 +23,6 @@ class NaiveModelParallel:
     options = NaiveModelParallelOptions
     speed_rank = 30  # one device computes at a time
     accepts = Accepts(param_offload=("cpu", "disk"), layer_placement=True, multi_node=False)
-    uses_deepspeed = False
     script_parts = ("core", "staggered_load", "placement")
 
     def check(self, spec) -> list[Diagnostic]:

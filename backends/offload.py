@@ -50,7 +50,6 @@ class Offload:
     options = OffloadOptions
     speed_rank = 40  # streams weights from CPU or disk: the slowest, and the last resort
     accepts = Accepts(param_offload=("cpu", "disk"), layer_placement=True, multi_node=False)
-    uses_deepspeed = False
     script_parts = ("core", "staggered_load", "placement")
 
     def check(self, spec) -> list[Diagnostic]:

@@ -102,7 +102,6 @@ class ZeroBackend:
     accepts: Accepts
     zero_section: Callable[..., dict]  # (spec, hidden_size or None) -> zero_optimization
     script_parts: tuple[str, ...]  # train.py's parts (templates/script)
-    uses_deepspeed: bool = True
 
     def check(self, spec) -> list[Diagnostic]:
         return []

@@ -4,6 +4,7 @@ train.py, train_config.json, launch.sh, memory_plan.*, manifest.json), determini
 from __future__ import annotations
 
 import json
+import re
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,8 @@ from .launch import shell_command
 from .load import LoadedSpec, load_spec
 from .output import GENERATOR, sha256, write_build_dir
 from .render import render, render_train_script
+
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 def dump_json(data: object) -> bytes:
@@ -57,6 +60,8 @@ def compile_spec(loaded: LoadedSpec) -> Build:
     spec, backend = ctx.spec, ctx.backend
     argv = list(backend.launch_argv(spec))
     env = dict(backend.launch_env(spec))
+    if not all(ENV_NAME.match(key) for key in env):  # launch.sh writes the names unquoted
+        raise ValueError(f"backend {backend.kind} asks for an environment variable that is not a name: {sorted(env)}")
     files: dict[str, bytes] = {}
     ds_config = backend.ds_config(ctx)
     if ds_config is not None:
@@ -67,7 +72,7 @@ def compile_spec(loaded: LoadedSpec) -> Build:
     files["launch.sh"] = render("launch.sh.j2", {
         "backend": backend.kind,
         "qcompile_version": __version__,
-        "env_lines": [f"{k}={shlex.quote(v)}" for k, v in sorted(env.items())],
+        "env": [[k, shlex.quote(v)] for k, v in sorted(env.items())],
         "command": shell_command(argv),
     }).encode()
     files.update(_memory_plan(ctx))

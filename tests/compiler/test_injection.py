@@ -11,7 +11,9 @@ from qcompile.compiler.emit import compile_spec, emit
 from qcompile.compiler.launch import resolve_argv
 from qcompile.compiler.load import load_spec
 from qcompile.compiler.render import render
-from tests.conftest import TESTS
+from tests.conftest import REPO, TESTS
+
+REPO_EXAMPLES = REPO / "examples"
 
 HOSTILE = ["__import__('os')", "{{ 7*7 }}", "touch PWNED", "{% raw %}", "''.__class__"]
 
@@ -81,3 +83,16 @@ def test_capable_objects_cannot_enter_a_template():
 def test_undefined_variables_fail_loudly():
     with pytest.raises(jinja2.exceptions.UndefinedError):
         render("launch.sh.j2", {})
+
+
+def test_launch_script_keeps_the_callers_environment(tmp_path):
+    """The backend's environment fills in what the caller has not set; the caller's own values win."""
+    emit(REPO_EXAMPLES / "zero2-cpu.yaml", tmp_path / "out", memory_check=False)
+    python = tmp_path / "python"
+    python.write_text('#!/bin/sh\necho "DS_ACCELERATOR=$DS_ACCELERATOR OMP_NUM_THREADS=$OMP_NUM_THREADS"\n')
+    python.chmod(0o755)
+    base = {"PATH": "/usr/bin:/bin", "PYTHON": str(python)}
+    run = lambda env: subprocess.run(["bash", str(tmp_path / "out" / "launch.sh")], capture_output=True,  # noqa: E731
+                                     text=True, env={**base, **env}, check=True).stdout.strip()
+    assert run({}) == "DS_ACCELERATOR=cpu OMP_NUM_THREADS=1"
+    assert run({"OMP_NUM_THREADS": "4"}) == "DS_ACCELERATOR=cpu OMP_NUM_THREADS=4"
