@@ -28,7 +28,9 @@ class StrategiesSpec(Section):
         "node also load one after another so their transient peaks do not add up (ZeRO-3 instead "
         "partitions while loading). Off, the planner counts a private copy per rank.",
     )
-    max_seq_length: int = Field(2048, gt=0, description="Tokens per sample; longer samples are truncated.")
+    max_seq_length: int = Field(
+        2048, gt=0, le=2**24, description="Tokens per sample; longer samples are truncated."
+    )
     attention: Literal["sdpa", "eager"] = Field("sdpa", description="Attention implementation.")
     offload: OffloadSpec = Field(default_factory=OffloadSpec, description="CPU or disk offload.")
 
