@@ -125,7 +125,7 @@ def test_unknown_architecture_says_nothing_about_budget(tmp_path, monkeypatch):
 
 
 def test_architecture_diagnostics_layers_and_modules(arch):
-    spec = spec_from(**{"lora.layers": [0, 79, 80, -1], "lora.target_modules": ["q_proj", "qkv_proj", "c_attn"]})
+    spec = spec_from(**{"lora.layers": [0, 79, 80, 1000], "lora.target_modules": ["q_proj", "qkv_proj", "c_attn"]})
     diags = architecture_diagnostics(spec, EXAMPLE.parent)
     paths = sorted(d.path for d in diags)
     assert ("lora", "layers", 2) in paths and ("lora", "layers", 3) in paths
