@@ -80,12 +80,9 @@ def _batch_rule(spec: Spec, data_parallel: int) -> list[Diagnostic]:
 
 
 def _data_rule(spec: Spec, spec_dir: Path) -> list[Diagnostic]:
-    path = Path(spec.data.path)
-    path = path if path.is_absolute() else spec_dir / path
-    if not path.exists():
-        return [warning(("data", "path"), f"{path} does not exist (yet)", "data_missing",
-                        "qcompile run needs it; validate and emit do not")]
-    return []
+    from .input_checks import input_diagnostics  # the data file, where the run writes, the config.json
+
+    return input_diagnostics(spec, spec_dir)
 
 
 def _rules_for(spec: Spec, kind: str) -> list[Diagnostic]:
