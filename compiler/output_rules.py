@@ -138,13 +138,19 @@ def output_diagnostics(spec, spec_dir: Path) -> list[Diagnostic]:
     if problem:
         out.append(error(where, problem, "output_dir_protected", hint))
     if paths.offload_dir is not None and spec.backend.kind == "accelerate-offload":
-        out += _offload_diagnostics(spec.backend.offload_folder, paths)
+        folder = spec.backend.offload_folder
+        if not (problem and not os.path.isabs(expand(folder))):  # inside a bad output_dir: said once
+            out += _offload_diagnostics(folder, paths)
     return out
 
 
 def _offload_diagnostics(folder: str, paths: RunPaths) -> list[Diagnostic]:
     where, offload = ("backend", "offload_folder"), paths.offload_dir
     hint = "use a folder inside output_dir (the default `offload`), or an absolute path to an empty folder"
+    why = _system(offload, _lexical(folder, paths.output_dir))
+    if why:
+        return [error(where, f"{offload} is {why}; offloaded weights need a folder of their own",
+                      "offload_folder_protected", hint)]
     if not os.path.isabs(expand(folder)) and not (offload != paths.output_dir and inside(offload, paths.output_dir)):
         return [error(where, f"{folder!r} resolves to {offload}, outside training.output_dir "
                              f"{paths.output_dir}; a relative offload_folder must stay inside it",
