@@ -232,10 +232,10 @@ def check_run(loaded, backend_kind: str, resume: bool) -> RunStart:
     if holder is not None:
         raise RunRefused(f"another qcompile run (pid {holder}) is training into {output}; refusing to start a "
                          "second one there", f"wait for it to finish, or stop it; or {hint_new}")
-    if paths.offload_dir is not None and not inside(paths.offload_dir, output):
-        if _state(paths.offload_dir, OFFLOAD_MARKER) in ("file", "foreign"):
-            raise RunRefused(f"offload folder {paths.offload_dir} is not empty and qcompile did not create it; "
-                             "refusing to write into it", "set backend.offload_folder to a missing or empty folder")
+    offload = paths.offload_dir
+    if offload is not None and not inside(offload, output) and _state(offload, OFFLOAD_MARKER) in ("file", "foreign"):
+        raise RunRefused(f"offload folder {offload} is not empty and qcompile did not create it; refusing to "
+                         "write into it", "set backend.offload_folder to a missing or empty folder")
     start = RunStart(paths, run_values(spec, backend_kind, paths), hashlib.sha256(loaded.source).hexdigest(),
                      loaded.path.name, resume)
     checkpoints = _progress(output) if state == "ours" else []

@@ -19,7 +19,7 @@ from click.testing import CliRunner
 from qcompile.cli import run as run_module
 from qcompile.cli.main import cli
 from qcompile.compiler.launch import JobResult
-from qcompile.compiler.run_guard import LOCK, MARKER, _lock_holder, read_marker
+from qcompile.compiler.run_guard import LOCK, _lock_holder, read_marker
 from tests.conftest import TESTS
 
 
@@ -141,7 +141,7 @@ sys.stdin.read()
 
 def qcompile(*args, cwd):
     return subprocess.run([sys.executable, "-m", "qcompile", *map(str, args)], cwd=cwd,
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=120, check=False)
 
 
 def test_a_second_run_is_refused_while_the_first_lives_and_not_after_a_kill_9(tmp_path):
@@ -155,8 +155,8 @@ def test_a_second_run_is_refused_while_the_first_lives_and_not_after_a_kill_9(tm
         assert time.monotonic() - started < 60
         assert second.returncode == 1
         lines = [line for line in second.stderr.splitlines() if line.startswith("error:")]
-        assert lines == [f"error: another qcompile run (pid {first.pid}) is training into {tmp_path / 'out'}; "
-                         "refusing to start a second one there"]
+        assert lines == [(f"error: another qcompile run (pid {first.pid}) is training into {tmp_path / 'out'}; "
+                          "refusing to start a second one there")]
         assert "Traceback" not in second.stderr and "launch:" not in second.stderr
         assert not (tmp_path / "build").exists()  # refused before the build, let alone torchrun
     finally:
@@ -179,11 +179,11 @@ def test_without_resume_a_run_with_checkpoints_is_refused_before_launch(tmp_path
 
 
 @pytest.mark.parametrize("change, line", [
-    ({"learning_rate": 2.0e-3}, "training.learning_rate: 0.001 -> 0.002 (cannot change: the optimizer and "
-                                "scheduler state come from the checkpoint)"),
+    ({"learning_rate": 2.0e-3}, ("training.learning_rate: 0.001 -> 0.002 (cannot change: the optimizer and "
+                                 "scheduler state come from the checkpoint)")),
     ({"lora": {"r": 16}}, "lora.r: 8 -> 16 (cannot change: the adapter shapes are in the checkpoint)"),
-    ({"lora": {"target_modules": ["q_proj"]}}, 'lora.target_modules: ["q_proj", "k_proj", "v_proj", "o_proj"] -> '
-                                              '["q_proj"]'),
+    ({"lora": {"target_modules": ["q_proj"]}},
+     'lora.target_modules: ["q_proj", "k_proj", "v_proj", "o_proj"] -> ["q_proj"]'),
     ({"seed": 8}, "training.seed: 7 -> 8"),
 ])
 def test_resume_refuses_values_that_cannot_change_with_a_diff(tmp_path, fake_job, change, line):
