@@ -12,6 +12,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from qcompile.schemas._base import check_path
+
 from .diagnostics import Diagnostic, error
 
 # Never written into, nor anywhere below them.
@@ -126,6 +128,11 @@ def output_diagnostics(spec, spec_dir: Path) -> list[Diagnostic]:
     beyond stat)."""
     where = ("training", "output_dir")
     hint = "set training.output_dir to a new folder of its own, e.g. runs/my-run"
+    if spec.backend.kind == "accelerate-offload":
+        try:
+            check_path(spec.backend.offload_folder)
+        except ValueError as exc:
+            return [error(("backend", "offload_folder"), str(exc), "offload_folder_unusable")]
     try:
         paths = run_paths(spec, spec_dir)
         lexical = _lexical(spec.training.output_dir, Path(spec_dir))

@@ -236,6 +236,9 @@ def check_run(loaded, backend_kind: str, resume: bool) -> RunStart:
     if offload is not None and not inside(offload, output) and _state(offload, OFFLOAD_MARKER) in ("file", "foreign"):
         raise RunRefused(f"offload folder {offload} is not empty and qcompile did not create it; refusing to "
                          "write into it", "set backend.offload_folder to a missing or empty folder")
+    _writable(output)
+    if offload is not None:
+        _writable(offload)
     start = RunStart(paths, run_values(spec, backend_kind, paths), hashlib.sha256(loaded.source).hexdigest(),
                      loaded.path.name, resume)
     checkpoints = _progress(output) if state == "ours" else []
@@ -265,8 +268,27 @@ def _atomic_json(path: Path, data: dict) -> None:
     os.replace(temporary, path)
 
 
+def _writable(folder: Path) -> None:
+    """Refuse a folder the run could not create or write (the job would fail after launch)."""
+    existing = folder
+    while not os.path.isdir(existing) and existing != existing.parent:
+        existing = existing.parent
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise RunRefused(f"cannot write into {existing} (permission denied), so not into {folder} either",
+                         "choose a training.output_dir you can write to")
+
+
 def begin_run(start: RunStart) -> None:
     """Take the lock (held until this process exits or release()) and record the run's values."""
+    try:
+        _begin(start)
+    except OSError as exc:
+        start.release()
+        raise RunRefused(f"cannot start the run in {start.paths.output_dir}: {exc.strerror or exc}",
+                         "choose a training.output_dir you can write to") from None
+
+
+def _begin(start: RunStart) -> None:
     from qcompile import __version__
 
     output = start.paths.output_dir

@@ -62,6 +62,8 @@ CASES = [
     Case("offload_model", "validate", "model's folder", offload("{work}/models/tiny-qwen2")),
     Case("offload_holds_output", "validate", "(or holds) training.output_dir", offload("{work}/runs")),
     Case("offload_foreign", "run", "offload folder", offload("{work}/victim"), files=VICTIM),
+    Case("offload_long_name", "validate", "longer than 255 bytes", offload("o" * 300)),
+    Case("offload_nul", "validate", "NUL character", raw={"backend.offload_folder": '"off\\0load"'}),
     Case("offload_data", "validate", "holds the data file", offload("{work}/data")),
     # --- numbers ------------------------------------------------------------------------------------
     Case("lr_inf", "validate", "finite number", raw={"training.learning_rate": ".inf"}),
