@@ -13,9 +13,10 @@ class QcompileError(Exception):
 
     exit_code = EXIT_USER
 
-    def __init__(self, message: str, hint: str | None = None):
+    def __init__(self, message: str, hint: str | None = None, notes: tuple[str, ...] = ()):
         self.message = message
         self.hint = hint
+        self.notes = tuple(notes)  # extra lines shown under the message (a diff, the choices)
         super().__init__(message if hint is None else f"{message} (hint: {hint})")
 
 

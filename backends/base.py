@@ -50,6 +50,10 @@ class Backend(Protocol):
     def placement(self, ctx: Context) -> tuple[list[DeviceUse], HostUse]:
         """The memory model: per-device bytes by category, and host RAM per node."""
 
+    def offload_folder(self, spec: Spec) -> tuple[str, tuple[str, ...]] | None:
+        """Where the job offloads weights to disk (relative to output_dir) and the spec key that sets it;
+        None when it never writes offloaded weights."""
+
     def overflow_reason(self, spec: Spec, device: DeviceUse) -> str | None:
         """Why a device over budget is over, when this backend knows better than the generic text."""
 

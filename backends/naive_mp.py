@@ -12,6 +12,8 @@ from .base import TRAIN_ARGV, Accepts, cpu_env, resolve_output_dir, single_proce
 from .layer_placement import naive_model_parallel, planned_device_map
 from .offload import execution_device, placement_budgets
 
+OFFLOAD_FOLDER = "offload"
+
 
 class NaiveModelParallelOptions(Section):
     """No options: the planner owns the split."""
@@ -35,6 +37,9 @@ class NaiveModelParallel:
     def placement(self, ctx: Context) -> tuple[list[DeviceUse], HostUse]:
         return naive_model_parallel(ctx)
 
+    def offload_folder(self, spec) -> tuple[str, tuple[str, ...]]:
+        return OFFLOAD_FOLDER, ("backend",)  # fixed: the planner owns the split, the spec has no key for it
+
     def overflow_reason(self, spec, device: DeviceUse) -> str | None:
         return None
 
@@ -57,7 +62,7 @@ class NaiveModelParallel:
             "device_map": device_map,
             "execution_device": execution_device(ctx.spec),
             "max_memory": placement_budgets(ctx),
-            "offload_folder": str(resolve_output_dir(ctx.spec, ctx.spec_dir) / "offload"),
+            "offload_folder": str(resolve_output_dir(ctx.spec, ctx.spec_dir) / OFFLOAD_FOLDER),
         }
 
     def launch_argv(self, spec) -> list[str]:

@@ -58,6 +58,9 @@ class Offload:
     def placement(self, ctx: Context) -> tuple[list[DeviceUse], HostUse]:
         return accelerate_offload(ctx)
 
+    def offload_folder(self, spec) -> tuple[str, tuple[str, ...]]:
+        return spec.backend.offload_folder, ("backend", "offload_folder")
+
     def overflow_reason(self, spec, device: DeviceUse) -> str | None:
         return None
 
@@ -80,7 +83,7 @@ class Offload:
             "device_map_strategy": spec.model.device_map or "sequential",
             "execution_device": execution_device(spec),
             "max_memory": placement_budgets(ctx),
-            "offload_folder": str(resolve_output_dir(spec, ctx.spec_dir) / spec.backend.offload_folder),
+            "offload_folder": str(resolve_output_dir(spec, ctx.spec_dir) / self.offload_folder(spec)[0]),
         }
 
     def launch_argv(self, spec) -> list[str]:

@@ -109,6 +109,9 @@ class ZeroBackend:
     def placement(self, ctx: Context) -> tuple[list[DeviceUse], HostUse]:
         return zero_placement(ctx, self.stage)
 
+    def offload_folder(self, spec) -> None:
+        return None  # DeepSpeed offloads to CPU memory only, as the spec allows
+
     def overflow_reason(self, spec, device: DeviceUse) -> str | None:
         weights = device.breakdown["weights"]
         if self.stage == 2 and weights > device.budget:

@@ -36,6 +36,8 @@ def handle_errors(fn):
             sys.exit(exc.exit_code)
         except QcompileError as exc:
             click.echo(click.style(f"error: {exc.message}", fg="red"), err=True)
+            for note in exc.notes:
+                click.echo(f"  {note}", err=True)
             if exc.hint:
                 click.echo(f"  hint: {exc.hint}", err=True)
             sys.exit(exc.exit_code)

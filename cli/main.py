@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import sys
 import warnings
 
 import click
 
 from qcompile import __version__
+
+EXIT_USER = 1  # as cli/errors.py: usage errors are the user's mistakes too
 
 # name -> (module, attribute); modules are imported only when their command runs.
 COMMANDS = {
@@ -36,6 +39,22 @@ class QcompileGroup(click.Group):
         if args and args[0] not in COMMANDS and not args[0].startswith("-"):
             args = ["compile", *args]
         return super().resolve_command(ctx, args)
+
+    def main(self, *args, **kwargs):
+        """Exit codes: 0 success, 1 the user's mistake (a bad spec, a refused run, and command-line usage
+        errors such as an unknown option, which click would exit with 2), 2 an internal failure."""
+        if kwargs.get("standalone_mode", True) is False:
+            return super().main(*args, **kwargs)
+        try:
+            return super().main(*args, **{**kwargs, "standalone_mode": False})
+        except click.exceptions.Exit as exc:
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            exc.show()
+            sys.exit(EXIT_USER)
+        except click.Abort:
+            click.echo("Aborted!", err=True)
+            sys.exit(EXIT_USER)
 
     def format_usage(self, ctx, formatter):
         formatter.write_usage("qcompile", "SPEC [--emit] [-o DIR] | COMMAND [ARGS]...")

@@ -9,8 +9,9 @@ from qcompile.schemas.units import format_bytes
 from .choose import choose_backend, suggest_fixes
 from .context import CompileContext
 from .diagnostics import Diagnostic, error, warning
+from .planner.architecture import ArchitectureInvalid
 from .planner.checks import architecture_diagnostics
-from .rules import backend_rules, data_rule
+from .rules import backend_rules, input_rules
 
 NO_FIX = ("no single change fits; try several (more devices, offload, shorter sequences) with "
           "`qcompile plan --backend all`")
@@ -21,9 +22,16 @@ def _fix_hint(ctx: CompileContext, backend) -> str:
     return "would fit: " + "; ".join(f.text() for f in fixes) if fixes else NO_FIX
 
 
-def _not_checked(ctx: CompileContext) -> Diagnostic:
-    problem = ctx.arch_problem
-    return warning(("model",), f"memory not checked: {problem.message}", "memory_not_checked", problem.hint)
+def _architecture_problem(ctx: CompileContext, memory_check: bool) -> list[Diagnostic]:
+    """A config.json no model can have is the user's error; an unknown architecture only means the
+    memory check is skipped, which is said every time."""
+    problem, model = ctx.arch_problem, ctx.spec.model
+    if isinstance(problem, ArchitectureInvalid):
+        where = ("model", "config") if model.config else ("model", "name")
+        return [error(where, problem.message, "config_invalid", problem.hint)]
+    if memory_check:
+        return [warning(("model",), f"memory not checked: {problem.message}", "memory_not_checked", problem.hint)]
+    return []
 
 
 def _auto(ctx: CompileContext) -> tuple[list[Diagnostic], CompileContext | None]:
@@ -63,17 +71,18 @@ def budget_diagnostics(ctx: CompileContext) -> list[Diagnostic]:
 def diagnose(ctx: CompileContext, memory_check: bool = True) -> tuple[list[Diagnostic], CompileContext | None]:
     """Every diagnostic, and the context narrowed to the backend that will run (None when there is none).
     For `auto` the rules of the backend it chooses apply."""
-    out = data_rule(ctx.spec, ctx.spec_dir)
     if ctx.arch is not None:
-        out += architecture_diagnostics(ctx.spec, ctx.arch)
-    elif memory_check:
-        out.append(_not_checked(ctx))
+        out = architecture_diagnostics(ctx.spec, ctx.arch)
+    else:
+        out = _architecture_problem(ctx, memory_check)
     if ctx.spec.backend.kind == "auto":
         problems, narrowed = _auto(ctx)
-        return out + problems, narrowed
-    backend = get_backend(ctx.spec.backend.kind)
-    narrowed = ctx.for_backend(backend)
-    out += backend_rules(narrowed.spec, backend)
-    if memory_check and not any(d.is_error for d in out):
+        out += problems
+    else:
+        backend = get_backend(ctx.spec.backend.kind)
+        narrowed = ctx.for_backend(backend)
+        out += backend_rules(narrowed.spec, backend)
+    out += input_rules((narrowed or ctx).spec, ctx.spec_dir)
+    if narrowed is not None and memory_check and ctx.spec.backend.kind != "auto" and not any(d.is_error for d in out):
         out += budget_diagnostics(narrowed)
     return out, narrowed

@@ -93,7 +93,11 @@ def default_build_dir(spec_path: Path) -> Path:
 
 def emit(spec_path: str | Path, out_dir: str | Path | None = None, force: bool = False,
          memory_check: bool = True) -> EmitResult:
-    loaded = load_spec(spec_path, memory_check=memory_check)
+    return emit_loaded(load_spec(spec_path, memory_check=memory_check), out_dir, force)
+
+
+def emit_loaded(loaded: LoadedSpec, out_dir: str | Path | None = None, force: bool = False) -> EmitResult:
+    """Compile a loaded spec and write its build directory (-o DIR, else build/<spec name>)."""
     build = compile_spec(loaded)
     build_dir = Path(out_dir) if out_dir is not None else default_build_dir(loaded.path)
     write_build_dir(build_dir, build.files, build.manifest, force)

@@ -13,7 +13,9 @@ from qcompile.backends.registry import by_speed
 from qcompile.schemas.spec import Spec
 from qcompile.strategies import STRATEGIES
 
-from .diagnostics import Diagnostic, error, warning
+from .data_checks import data_diagnostics
+from .diagnostics import Diagnostic, error
+from .output_rules import output_diagnostics
 
 
 def _placement_rules(spec: Spec, backend: Backend) -> list[Diagnostic]:
@@ -55,10 +57,6 @@ def accepts(spec: Spec, backend: Backend) -> list[Diagnostic]:
     return [d for d in backend_rules(spec, backend) if d.is_error]
 
 
-def data_rule(spec: Spec, spec_dir: Path) -> list[Diagnostic]:
-    path = Path(spec.data.path)
-    path = path if path.is_absolute() else spec_dir / path
-    if not path.exists():
-        return [warning(("data", "path"), f"{path} does not exist (yet)", "data_missing",
-                        "qcompile run needs it; validate and emit do not")]
-    return []
+def input_rules(spec: Spec, spec_dir: Path) -> list[Diagnostic]:
+    """The files a spec names, checked before anything starts: the data file and where the run writes."""
+    return data_diagnostics(spec, spec_dir) + output_diagnostics(spec, spec_dir)

@@ -4,11 +4,11 @@ from typing import Literal
 
 from pydantic import Field
 
-from ._base import Section
+from ._base import PathStr, Section
 
 
 class DataSpec(Section):
-    path: str = Field(min_length=1, description="JSON lines file; relative paths are read from the spec's folder.")
+    path: PathStr = Field(description="JSON lines file; relative paths are read from the spec's folder.")
     format: Literal["alpaca", "chat", "text"] = Field(
         "alpaca",
         description="alpaca: instruction/input/output; chat: messages with roles; text: a text field. "

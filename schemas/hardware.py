@@ -2,12 +2,13 @@
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from ._base import Section
 from .units import ByteSize
 
 # GPUs without native bfloat16 (pre-Ampere): bf16 there is emulated or refused.
+MAX_NODES, MAX_DEVICES_PER_NODE, MAX_WORLD_SIZE = 1024, 256, 8192  # the planner works per device
 NO_BF16_GPUS = ("V100", "T4", "P100", "P40", "P4", "K80", "M60", "GTX1080", "RTX2080", "TITANV", "TITANRTX")
 
 
@@ -16,13 +17,22 @@ class HardwareSpec(Section):
     gpu: str | None = Field(
         None, description="GPU model (e.g. A100, H100, V100); lets qcompile warn about missing bf16 support."
     )
-    nodes: int = Field(1, ge=1, description="Number of machines.")
+    nodes: int = Field(1, ge=1, le=MAX_NODES, description=f"Number of machines (at most {MAX_NODES}).")
     devices_per_node: int = Field(
-        1, ge=1, description="Devices (GPUs, or CPU processes when accelerator is cpu) on each machine."
+        1, ge=1, le=MAX_DEVICES_PER_NODE,
+        description="Devices (GPUs, or CPU processes when accelerator is cpu) on each machine."
     )
-    device_memory: ByteSize = Field(description="Memory of one device, e.g. 80GiB. Units: B, KB, MB, GB, TB, KiB, MiB, GiB, TiB.")
+    device_memory: ByteSize = Field(
+        description="Memory of one device, e.g. 80GiB. Units: B, KB, MB, GB, TB, KiB, MiB, GiB, TiB.")
     host_memory: ByteSize = Field(description="Host RAM of one node, e.g. 1007GB.")
-    disk: ByteSize | None = Field(None, description="Free disk for offloaded parameters and checkpoints; null = unchecked.")
+    disk: ByteSize | None = Field(
+        None, description="Free disk for offloaded parameters and checkpoints; null = unchecked.")
+
+    @model_validator(mode="after")
+    def _world_size(self):
+        if self.world_size > MAX_WORLD_SIZE:
+            raise ValueError(f"nodes x devices_per_node = {self.world_size} devices; at most {MAX_WORLD_SIZE}")
+        return self
 
     @property
     def world_size(self) -> int:

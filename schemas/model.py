@@ -4,17 +4,18 @@ from typing import Literal
 
 from pydantic import Field
 
-from ._base import Section
+from ._base import PathStr, Section
 
 Dtype = Literal["float32", "bfloat16", "float16"]
 
 
 class ModelSpec(Section):
-    name: str = Field(min_length=1, description="Hub id (e.g. Qwen/Qwen1.5-72B-Chat) or a local model directory.")
-    revision: str | None = Field(None, description="Hub revision (branch, tag or commit); null for the default.")
+    name: PathStr = Field(description="Hub id (e.g. Qwen/Qwen1.5-72B-Chat) or a local model directory.")
+    revision: str | None = Field(None, min_length=1, max_length=255,
+                                 description="Hub revision (branch, tag or commit); null for the default.")
     dtype: Dtype = Field("bfloat16", description="Dtype of the frozen base weights once loaded.")
     trust_remote_code: bool = Field(False, description="Allow the model's own Python code from the hub to run.")
-    config: str | None = Field(
+    config: PathStr | None = Field(
         None,
         description="Path to a config.json describing the architecture; lets qcompile plan without weights.",
     )

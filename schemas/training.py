@@ -4,24 +4,31 @@ from typing import Literal
 
 from pydantic import Field
 
-from ._base import Section
+from ._base import PathStr, Section
+
+MAX_BATCH = 65_536  # samples per device, or micro-batches per step: far beyond any real job
+MAX_STEPS = 10**9
+MAX_SEED = 2**32 - 1  # numpy and torch.cuda accept seeds up to this
 
 
 class TrainingSpec(Section):
-    micro_batch_size: int = Field(1, ge=1, description="Samples per device per forward pass.")
-    gradient_accumulation_steps: int = Field(1, ge=1, description="Micro-batches summed before each optimizer step.")
+    micro_batch_size: int = Field(1, ge=1, le=MAX_BATCH, description="Samples per device per forward pass.")
+    gradient_accumulation_steps: int = Field(1, ge=1, le=MAX_BATCH,
+                                             description="Micro-batches summed before each optimizer step.")
     global_batch_size: int | None = Field(
         None,
         ge=1,
+        le=2**40,
         description="Optional check: must equal micro_batch_size x gradient_accumulation_steps x data-parallel ranks.",
     )
-    epochs: int = Field(1, ge=1, description="Passes over the data (max_steps wins when set).")
-    max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps.")
-    learning_rate: float = Field(2.0e-4, gt=0, description="Peak AdamW learning rate.")
-    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
-    warmup_steps: int = Field(0, ge=0, description="Linear warm-up steps.")
+    epochs: int = Field(1, ge=1, le=100_000, description="Passes over the data (max_steps wins when set).")
+    max_steps: int | None = Field(None, ge=1, le=MAX_STEPS, description="Stop after this many optimizer steps.")
+    learning_rate: float = Field(2.0e-4, gt=0, le=1, description="Peak AdamW learning rate, in (0, 1].")
+    weight_decay: float = Field(0.0, ge=0, le=1, description="AdamW weight decay, in [0, 1].")
+    warmup_steps: int = Field(0, ge=0, le=MAX_STEPS, description="Linear warm-up steps.")
     lr_scheduler: Literal["constant", "linear", "cosine"] = Field("linear", description="Learning-rate schedule.")
-    seed: int = Field(42, ge=0, description="Seed for torch, Python and data order on every rank.")
-    output_dir: str = Field(min_length=1, description="Where checkpoints, metrics and the final adapter go.")
-    save_steps: int = Field(100, ge=1, description="Save a resumable checkpoint every this many steps.")
-    logging_steps: int = Field(10, ge=1, description="Log loss and throughput every this many steps.")
+    seed: int = Field(42, ge=0, le=MAX_SEED,
+                      description="Seed for torch, Python and data order on every rank; 0 to 2**32 - 1.")
+    output_dir: PathStr = Field(description="Where checkpoints, metrics and the final adapter go.")
+    save_steps: int = Field(100, ge=1, le=MAX_STEPS, description="Save a resumable checkpoint every this many steps.")
+    logging_steps: int = Field(10, ge=1, le=MAX_STEPS, description="Log loss and throughput every this many steps.")

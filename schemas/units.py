@@ -10,6 +10,7 @@ UNITS = {
     "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
     "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40,
 }
+MAX_BYTES = 2**60  # 1 EiB: larger than any device, host or disk a spec can describe
 _SIZE = re.compile(r"^\s*(?P<num>[0-9]+(?:\.[0-9]+)?)\s*(?P<unit>[A-Za-z]*)\s*$")
 
 
@@ -20,21 +21,28 @@ def parse_bytes(value: object) -> int:
     if isinstance(value, int):
         if value < 0:
             raise ValueError("a memory size cannot be negative")
-        return value
+        return _bounded(value)
     if isinstance(value, float):
         raise ValueError("write a size with a unit, such as 80GiB, or a whole number of bytes")
     if not isinstance(value, str):
         raise ValueError("expected a size such as 80GiB")
     if value.strip().startswith("-"):
         raise ValueError("a memory size cannot be negative")
-    match = _SIZE.match(value)
+    match = _SIZE.match(value) if len(value) <= 64 else None
     if not match:
-        raise ValueError(f"cannot read {value!r} as a size; write e.g. 80GiB or 1007GB")
+        shown = value if len(value) <= 40 else value[:40] + "..."
+        raise ValueError(f"cannot read {shown!r} as a size; write e.g. 80GiB or 1007GB")
     unit = match["unit"].upper() or "B"
     if unit not in UNITS:
         allowed = ", ".join(["B", "KB", "MB", "GB", "TB", "KiB", "MiB", "GiB", "TiB"])
         raise ValueError(f"unknown unit {match['unit']!r}; use one of {allowed}")
-    return int(round(float(match["num"]) * UNITS[unit]))
+    return _bounded(round(float(match["num"]) * UNITS[unit]))
+
+
+def _bounded(n: int) -> int:
+    if n > MAX_BYTES:
+        raise ValueError("larger than 1 EiB; write the size of one device, node or disk")
+    return int(n)
 
 
 def format_bytes(n: float) -> str:

@@ -11,7 +11,7 @@ SHORTEST_SUGGESTED = 256
 
 class MaxSeqLength(PlainStrategy):
     name = "max_seq_length"
-    field = (int, Field(2048, gt=0, description="Tokens per sample; longer samples are truncated."))
+    field = (int, Field(2048, gt=0, le=2**24, description="Tokens per sample; longer samples are truncated."))
 
     def step_shape(self, spec) -> dict:
         return {"seq": spec.strategies.max_seq_length}

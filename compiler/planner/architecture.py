@@ -21,6 +21,61 @@ class ArchitectureUnknown(QcompileError):
     """No config.json or catalog entry describes the model; `hint` says what to pass."""
 
 
+class ArchitectureInvalid(ArchitectureUnknown):
+    """A config.json whose numbers describe no real model (zero sizes, heads that do not divide the
+    hidden size, absurd layer counts): a mistake in the user's file, reported with its key."""
+
+    def __init__(self, source: str, key: str, problem: str):
+        self.source, self.key, self.problem = source, key, problem
+        super().__init__(f"{source}: {key}: {problem}", "fix the config.json, or point model.config at the model's own")
+
+
+# Plausible upper bounds: the largest released models are far below each (and the planner's loops
+# run over layers and devices, so an absurd count must stop here, not hang).
+LIMITS = {
+    "num_hidden_layers": 1024,
+    "hidden_size": 2**20,
+    "intermediate_size": 2**22,
+    "num_attention_heads": 2**14,
+    "num_key_value_heads": 2**14,
+    "head_dim": 2**14,
+    "vocab_size": 2**24,
+}
+
+
+def _count(config: dict, key: str, source: str, required: bool = True) -> int | None:
+    """config[key] as a positive integer within LIMITS; ArchitectureInvalid otherwise."""
+    if key not in config or config[key] is None:
+        if required:
+            raise ArchitectureInvalid(source, key, "missing; the planner needs it")
+        return None
+    value = config[key]
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ArchitectureInvalid(source, key, f"must be a whole number, not {type(value).__name__}")
+    if not 1 <= value <= LIMITS[key]:
+        raise ArchitectureInvalid(source, key, f"is {value}; must be between 1 and {LIMITS[key]}")
+    return value
+
+
+def _shape(config: dict, source: str) -> dict[str, int]:
+    """The sizes of a config.json, checked for a model that can exist."""
+    shape = {key: _count(config, key, source, key not in ("num_key_value_heads", "head_dim")) for key in LIMITS}
+    hidden, heads = shape["hidden_size"], shape["num_attention_heads"]
+    if shape["head_dim"] is None:
+        if hidden % heads:
+            raise ArchitectureInvalid(source, "num_attention_heads",
+                                      f"{heads} heads do not divide hidden_size {hidden}")
+        shape["head_dim"] = hidden // heads
+    kv = shape["num_key_value_heads"] or heads
+    if kv > heads or heads % kv:
+        raise ArchitectureInvalid(source, "num_key_value_heads",
+                                  f"{kv} key/value heads do not divide num_attention_heads {heads}")
+    shape["num_key_value_heads"] = kv
+    return shape
+
+
 @dataclass(frozen=True)
 class Architecture:
     model_type: str
@@ -40,40 +95,33 @@ class Architecture:
 
     @classmethod
     def from_config(cls, config: dict, source: str) -> Architecture:
-        """Read a transformers config.json dict; raise ArchitectureUnknown for layouts not modelled."""
+        """Read a transformers config.json dict; raise ArchitectureUnknown for layouts not modelled and
+        ArchitectureInvalid for sizes no model can have."""
         model_type = config.get("model_type")
-        if model_type not in SUPPORTED_MODEL_TYPES:
+        if not isinstance(model_type, str) or model_type not in SUPPORTED_MODEL_TYPES:
             raise ArchitectureUnknown(
-                f"model_type {model_type!r} in {source} is not one the planner models",
+                f"model_type {repr(model_type)[:60]} in {source} is not one the planner models",
                 f"supported: {', '.join(SUPPORTED_MODEL_TYPES)}; plan with --no-memory-check otherwise",
             )
-        try:
-            hidden = int(config["hidden_size"])
-            heads = int(config["num_attention_heads"])
-            head_dim = int(config.get("head_dim") or hidden // heads)
-            attention_bias = bool(config.get("attention_bias", False))
-            dtype = config.get("torch_dtype") or config.get("dtype")
-            return cls(
-                model_type=model_type,
-                num_layers=int(config["num_hidden_layers"]),
-                hidden_size=hidden,
-                intermediate_size=int(config["intermediate_size"]),
-                num_heads=heads,
-                num_kv_heads=int(config.get("num_key_value_heads") or heads),
-                head_dim=head_dim,
-                vocab_size=int(config["vocab_size"]),
-                tie_word_embeddings=bool(config.get("tie_word_embeddings", False)),
-                qkv_bias=True if model_type == "qwen2" else attention_bias,
-                o_bias=False if model_type == "qwen2" else attention_bias,
-                mlp_bias=bool(config.get("mlp_bias", False)),
-                checkpoint_dtype=dtype if dtype in DTYPE_BYTES else None,
-                source=source,
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ArchitectureUnknown(
-                f"{source} lacks or mangles a field the planner needs ({exc})",
-                "pass model.config pointing at the model's own config.json",
-            ) from exc
+        shape = _shape(config, source)
+        attention_bias = bool(config.get("attention_bias", False))
+        dtype = config.get("torch_dtype") or config.get("dtype")
+        return cls(
+            model_type=model_type,
+            num_layers=shape["num_hidden_layers"],
+            hidden_size=shape["hidden_size"],
+            intermediate_size=shape["intermediate_size"],
+            num_heads=shape["num_attention_heads"],
+            num_kv_heads=shape["num_key_value_heads"],
+            head_dim=shape["head_dim"],
+            vocab_size=shape["vocab_size"],
+            tie_word_embeddings=bool(config.get("tie_word_embeddings", False)),
+            qkv_bias=True if model_type == "qwen2" else attention_bias,
+            o_bias=False if model_type == "qwen2" else attention_bias,
+            mlp_bias=bool(config.get("mlp_bias", False)),
+            checkpoint_dtype=dtype if isinstance(dtype, str) and dtype in DTYPE_BYTES else None,
+            source=source,
+        )
 
     # --- shapes -------------------------------------------------------------------------------------
     @property

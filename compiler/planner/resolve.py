@@ -16,12 +16,35 @@ from pathlib import Path
 from .architecture import Architecture, ArchitectureUnknown
 
 CATALOG_DIR = Path(__file__).parent / "catalog"
+MAX_CONFIG_BYTES = 10_000_000  # a config.json is a few KB; anything this large is not one
+
+
+def _is_file(path: Path) -> bool:
+    """Like Path.is_file, but a path the OS cannot even look up (too long, a NUL byte) is no file."""
+    return os.path.isfile(path)
+
+
+def _is_dir(path: Path) -> bool:
+    return os.path.isdir(path)
+
+
+def expand(name: str) -> Path:
+    """`~` expanded; a `~user` that does not exist stays as written (then nothing is found there)."""
+    try:
+        return Path(name).expanduser()
+    except RuntimeError:
+        return Path(name)
 
 
 def _read_config(path: Path) -> dict:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        with open(path, "rb") as fh:
+            raw = fh.read(MAX_CONFIG_BYTES + 1)
+        if len(raw) > MAX_CONFIG_BYTES:
+            raise ArchitectureUnknown(f"{path} is larger than {MAX_CONFIG_BYTES} bytes; not a config.json",
+                                      "model.config must point at a transformers config.json file")
+        data = json.loads(raw.decode("utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise ArchitectureUnknown(
             f"cannot read {path} as a config.json ({exc.__class__.__name__}: {exc})",
             "model.config must point at a transformers config.json file",
@@ -46,7 +69,8 @@ def _hf_cache_dirs() -> list[Path]:
     """Where huggingface_hub keeps snapshots, honouring its environment variables."""
     if os.environ.get("HF_HUB_CACHE"):
         return [Path(os.environ["HF_HUB_CACHE"])]
-    home = Path(os.environ.get("HF_HOME") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "huggingface")
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    home = Path(os.environ.get("HF_HOME") or cache / "huggingface")
     return [home / "hub"]
 
 
@@ -56,14 +80,14 @@ def _from_hf_cache(name: str, revision: str | None) -> Path | None:
     folder = "models--" + name.replace("/", "--")
     for cache in _hf_cache_dirs():
         repo = cache / folder
-        if not repo.is_dir():
+        if not _is_dir(repo):
             continue
         ref = repo / "refs" / (revision or "main")
-        if ref.is_file():
+        if _is_file(ref):
             candidate = repo / "snapshots" / ref.read_text().strip() / "config.json"
-            if candidate.is_file():
+            if _is_file(candidate):
                 return candidate
-        if revision and (repo / "snapshots" / revision / "config.json").is_file():
+        if revision and _is_file(repo / "snapshots" / revision / "config.json"):
             return repo / "snapshots" / revision / "config.json"
         found = sorted((repo / "snapshots").glob("*/config.json"))
         if found:
@@ -75,19 +99,19 @@ def resolve_architecture(spec, spec_dir: Path) -> Architecture:
     """The spec's model architecture, or ArchitectureUnknown telling the user to pass model.config."""
     model = spec.model
     if model.config:
-        path = Path(model.config).expanduser()
+        path = expand(model.config)
         path = path if path.is_absolute() else Path(spec_dir) / path
-        if path.is_dir():
+        if _is_dir(path):
             path = path / "config.json"
-        if not path.is_file():
+        if not _is_file(path):
             raise ArchitectureUnknown(
                 f"model.config {model.config!r} does not exist (looked at {path})",
                 "paths in model.config are relative to the spec's folder",
             )
         return Architecture.from_config(_read_config(path), str(path))
-    local = Path(model.name).expanduser()
+    local = expand(model.name)
     local = local if local.is_absolute() else Path(spec_dir) / local
-    if (local / "config.json").is_file():
+    if _is_file(local / "config.json"):
         return Architecture.from_config(_read_config(local / "config.json"), str(local / "config.json"))
     cached = _from_hf_cache(model.name, model.revision)
     if cached is not None:

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from qcompile.backends.registry import BACKENDS
+from qcompile.backends.registry import BUILTINS as BACKENDS
 from qcompile.compiler import script
 from qcompile.compiler.render import render_train_script
 from tests.conftest import REPO

@@ -138,7 +138,7 @@ def test_unknown_architecture_warns_that_memory_is_not_checked(tmp_path, monkeyp
 
 
 def test_architecture_diagnostics_layers_and_modules(arch):
-    spec = spec_from(**{"lora.layers": [0, 79, 80, -1], "lora.target_modules": ["q_proj", "qkv_proj", "c_attn"]})
+    spec = spec_from(**{"lora.layers": [0, 79, 80, 1000], "lora.target_modules": ["q_proj", "qkv_proj", "c_attn"]})
     diags = architecture_diagnostics(spec, arch)
     paths = sorted(d.path for d in diags)
     assert ("lora", "layers", 2) in paths and ("lora", "layers", 3) in paths
