@@ -10,6 +10,7 @@ when a ds_config.json comes with it. Assembled from qcompile's script parts: cor
 
 import argparse
 import json
+import math
 import os
 import shutil
 import sys
@@ -25,6 +26,7 @@ from accelerate import infer_auto_device_map, init_empty_weights
 from accelerate.utils import get_balanced_memory
 from peft import LoraConfig, get_peft_model
 from peft.tuners.lora import LoraLayer
+from safetensors.torch import load_file
 from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
@@ -215,6 +217,7 @@ def training_arguments(cfg: dict, config_dir: Path) -> TrainingArguments:
         save_steps=train["save_steps"],
         logging_steps=train["logging_steps"],
         include_num_input_tokens_seen="non_padding",
+        logging_nan_inf_filter=False,  # a non-finite loss must reach StopOnNonFinite, not be averaged away
         use_cpu=cfg["accelerator"] == "cpu",
         report_to="none",
         disable_tqdm=True,
@@ -254,6 +257,18 @@ class Progress(TrainerCallback):
             handle.write(json.dumps(record, sort_keys=True) + "\n")
         print(f"step {state.global_step}/{state.max_steps} | loss {logs['loss']:.4f} | {rate:,.0f} tok/s"
               f" | elapsed {clock(elapsed)} | eta {clock(eta)}", flush=True)
+
+
+class StopOnNonFinite(TrainerCallback):
+    """A loss or gradient norm that is not finite ends the run with an error naming the step; nothing
+    trained after it is saved (the final adapter is checked too: save_adapter)."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        for key in ("loss", "grad_norm"):
+            value = (logs or {}).get(key)
+            if value is not None and not math.isfinite(value):
+                raise JobError(f"step {state.global_step}: {key} is {value}; stopping without saving an adapter "
+                               "(lower training.learning_rate, or check the data)")
 
 
 def clock(seconds: float) -> str:
@@ -297,10 +312,17 @@ def discard_interrupted_checkpoints(output_dir: Path, resumed: Path) -> None:
 
 
 def save_adapter(trainer: Trainer, output_dir: Path) -> None:
-    """Write the final adapter next to a temporary copy, then move each file into place."""
+    """Write the final adapter next to a temporary copy, check every value is finite, then move each file
+    into place: a run that went wrong never leaves an adapter behind."""
     staging = output_dir / ".adapter.tmp"
     trainer.save_model(str(staging))
     if trainer.is_world_process_zero():
+        bad = [name for name, tensor in load_file(str(staging / "adapter_model.safetensors")).items()
+               if not torch.isfinite(tensor).all()]
+        if bad:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise JobError(f"the trained adapter holds non-finite values ({bad[0]} and {len(bad) - 1} more); "
+                           "not saved (lower training.learning_rate, or check the data)")
         for item in staging.iterdir():
             os.replace(item, output_dir / item.name)
         shutil.rmtree(staging, ignore_errors=True)
@@ -378,7 +400,7 @@ def run(config_path: Path, resume: bool) -> None:
         args=args,
         train_dataset=dataset,
         data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100),
-        callbacks=[Progress(output_dir / "metrics.jsonl"), CommitCheckpoint(), *STEPS.callbacks],
+        callbacks=[Progress(output_dir / "metrics.jsonl"), StopOnNonFinite(), CommitCheckpoint(), *STEPS.callbacks],
     )
     trainer.remove_callback(PrinterCallback)  # Progress prints the same, with tokens/s and ETA
     STEPS.check_trainer(trainer)
