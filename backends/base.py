@@ -50,6 +50,9 @@ class Backend(Protocol):
     def placement(self, ctx: Context) -> tuple[list[DeviceUse], HostUse]:
         """The memory model: per-device bytes by category, and host RAM per node."""
 
+    def default_param_offload(self, spec: Spec) -> str:
+        """Where frozen weights that do not fit go when the spec leaves strategies.offload.params null."""
+
     def offload_folder(self, spec: Spec) -> tuple[str, tuple[str, ...]] | None:
         """Where the job offloads weights to disk (relative to output_dir) and the spec key that sets it;
         None when it never writes offloaded weights."""

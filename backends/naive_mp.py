@@ -37,6 +37,9 @@ class NaiveModelParallel:
     def placement(self, ctx: Context) -> tuple[list[DeviceUse], HostUse]:
         return naive_model_parallel(ctx)
 
+    def default_param_offload(self, spec) -> str:
+        return "none"
+
     def offload_folder(self, spec) -> tuple[str, tuple[str, ...]]:
         return OFFLOAD_FOLDER, ("backend",)  # fixed: the planner owns the split, the spec has no key for it
 

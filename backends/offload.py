@@ -58,6 +58,9 @@ class Offload:
     def placement(self, ctx: Context) -> tuple[list[DeviceUse], HostUse]:
         return accelerate_offload(ctx)
 
+    def default_param_offload(self, spec) -> str:
+        return "cpu"  # what does not fit the devices goes to host RAM (and the plan says if that is too much)
+
     def offload_folder(self, spec) -> tuple[str, tuple[str, ...]]:
         return spec.backend.offload_folder, ("backend", "offload_folder")
 

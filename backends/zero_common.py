@@ -109,6 +109,9 @@ class ZeroBackend:
     def placement(self, ctx: Context) -> tuple[list[DeviceUse], HostUse]:
         return zero_placement(ctx, self.stage)
 
+    def default_param_offload(self, spec) -> str:
+        return "none"
+
     def offload_folder(self, spec) -> None:
         return None  # DeepSpeed offloads to CPU memory only, as the spec allows
 

@@ -89,7 +89,7 @@ def _changes(spec, backend: Backend) -> list[tuple[str, dict, Backend]]:
         out.append((f"lora.target_modules: [{', '.join(smaller)}]", {"lora.target_modules": smaller}, backend))
     others = [b for b in by_speed() if b.kind != backend.kind]
     out += [(f"backend: {b.kind}", {}, b) for b in others]
-    if spec.strategies.offload.params == "none":
+    if spec.strategies.offload.params in ("none", None):
         out += [(f"backend: {b.kind} with strategies.offload.params: cpu", {"strategies.offload.params": "cpu"}, b)
                 for b in by_speed() if "cpu" in b.accepts.param_offload]
     hw = spec.hardware

@@ -10,6 +10,7 @@ from typing import Annotated, Literal, Union
 from pydantic import Field, create_model
 
 from qcompile.backends.registry import all_backends
+from qcompile.strategies import STRATEGIES
 
 from ._base import Section
 
@@ -44,10 +45,14 @@ def default_options(kind: str) -> Section:
 
 
 def with_backend(spec, kind: str):
-    """`spec` as `kind` runs it: its own backend options when it names that backend, else the defaults."""
-    if spec.backend.kind == kind:
-        return spec
-    return spec.model_copy(update={"backend": default_options(kind)})
+    """`spec` as `kind` runs it: its own backend options when it names that backend, else the defaults;
+    and each strategy's backend-dependent defaults filled in (e.g. where offloaded weights go)."""
+    if spec.backend.kind != kind:
+        spec = spec.model_copy(update={"backend": default_options(kind)})
+    backend = all_backends()[kind]
+    for strategy in STRATEGIES:
+        spec = strategy.for_backend(spec, backend)
+    return spec
 
 
 def describe_kinds() -> str:

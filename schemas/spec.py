@@ -5,7 +5,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from ._base import Section
-from .backend import BackendSpec, describe_kinds
+from .backend import AutoBackend, BackendSpec, describe_kinds
 from .data import DataSpec
 from .hardware import HardwareSpec
 from .lora import LoraSpec
@@ -21,7 +21,7 @@ class Spec(Section):
     lora: LoraSpec = Field(default_factory=LoraSpec, description="LoRA adapter settings.")
     strategies: StrategiesSpec = Field(default_factory=StrategiesSpec, description="Memory strategies.")
     backend: BackendSpec = Field(
-        default_factory=lambda: {"kind": "auto"},
+        default_factory=lambda: AutoBackend(kind="auto"),
         description=f"{describe_kinds()}, or a mapping {{kind: ..., options}}.",
     )
     data: DataSpec = Field(description="Training data.")

@@ -32,6 +32,9 @@ class Strategy(Protocol):
     def step_shape(self, spec: Spec) -> dict[str, Any]:
         """The planner's StepShape fields this strategy sets."""
 
+    def for_backend(self, spec: Spec, backend: Backend) -> Spec:
+        """The spec with this strategy's backend-dependent defaults filled in for `backend`."""
+
     def fixes(self, spec: Spec, backend: Backend) -> list[Change]:
         """Settings of this strategy that use less memory than the spec's, smallest change first."""
 
@@ -47,6 +50,9 @@ class PlainStrategy:
 
     def step_shape(self, spec) -> dict[str, Any]:
         return {}
+
+    def for_backend(self, spec, backend):
+        return spec
 
     def fixes(self, spec, backend) -> list[Change]:
         return []

@@ -16,8 +16,10 @@ from .base import PlainStrategy
 
 class OffloadSpec(Section):
     optimizer: Literal["none", "cpu"] = Field("none", description="Where LoRA optimizer states live.")
-    params: Literal["none", "cpu", "disk"] = Field(
-        "none", description="Where frozen base weights that do not fit on the device live."
+    params: Literal["none", "cpu", "disk"] | None = Field(
+        None, description="Where frozen base weights that do not fit on the device live: none (they must fit), "
+        "cpu or disk. null lets the backend decide: a backend that offloads by design (accelerate-offload) "
+        "spills to CPU, the others keep the weights on the device.",
     )
 
 
@@ -40,10 +42,21 @@ class Offload(PlainStrategy):
                              f"use backend {' or '.join(able)}, or offload.optimizer: none"))
         return out
 
+    def for_backend(self, spec, backend):
+        """null params become the backend's own choice, so everything downstream sees a place."""
+        offload = spec.strategies.offload
+        if offload.params is not None:
+            return spec
+        offload = offload.model_copy(update={"params": backend.default_param_offload(spec)})
+        return spec.model_copy(update={"strategies": spec.strategies.model_copy(update={"offload": offload})})
+
     def fixes(self, spec, backend) -> list:
+        out = []
         if spec.strategies.offload.optimizer == "none" and backend.accepts.optimizer_offload:
-            return [("strategies.offload.optimizer: cpu", {"strategies.offload.optimizer": "cpu"})]
-        return []
+            out.append(("strategies.offload.optimizer: cpu", {"strategies.offload.optimizer": "cpu"}))
+        if spec.strategies.offload.params == "cpu" and "disk" in backend.accepts.param_offload:
+            out.append(("strategies.offload.params: disk", {"strategies.offload.params": "disk"}))
+        return out
 
     def train_config(self, spec) -> dict:
         offload = spec.strategies.offload

@@ -38,8 +38,17 @@ def test_a_backends_options_are_refused_under_another_kind():
 
 def test_with_backend_keeps_the_specs_own_options_for_its_backend():
     spec = Spec.model_validate({**BASE, "backend": {"kind": "deepspeed-zero3", "reduce_bucket_size": 7}})
-    assert with_backend(spec, "deepspeed-zero3") is spec
+    assert with_backend(spec, "deepspeed-zero3").backend is spec.backend
     assert with_backend(spec, "deepspeed-zero2").backend == default_options("deepspeed-zero2")
+
+
+def test_offload_params_left_null_is_the_backends_choice():
+    spec = Spec.model_validate(BASE)
+    assert spec.strategies.offload.params is None
+    assert with_backend(spec, "accelerate-offload").strategies.offload.params == "cpu"
+    assert with_backend(spec, "deepspeed-zero3").strategies.offload.params == "none"
+    explicit = Spec.model_validate({**BASE, "strategies": {"offload": {"params": "none"}}})
+    assert with_backend(explicit, "accelerate-offload").strategies.offload.params == "none"
 
 
 def test_each_strategies_key_belongs_to_one_strategy_object():

@@ -185,3 +185,14 @@ def test_offload_plan_moves_layers_off_a_small_gpu(arch):
     assert result.host.train_peak > 90 * GiB  # the offloaded weights live in host RAM
     no_offload = spec_from(**{"hardware.devices_per_node": 1, "hardware.device_memory": "40GiB"})
     assert not plan(no_offload, arch, get_backend("accelerate-offload")).fits
+
+
+def test_accelerate_offload_spills_what_does_not_fit_unless_told_not_to(arch):
+    spec = spec_from(**{"backend": "accelerate-offload", "hardware.devices_per_node": 1})
+    del_params = spec.strategies.offload.model_copy(update={"params": None})
+    spec = spec.model_copy(update={"strategies": spec.strategies.model_copy(update={"offload": del_params})})
+    result = plan(spec, arch, get_backend("accelerate-offload"))
+    assert result.fits and any("offloaded to cpu" in note for note in result.notes)
+    pinned = spec.model_copy(update={"strategies": spec.strategies.model_copy(
+        update={"offload": del_params.model_copy(update={"params": "none"})})})
+    assert not plan(pinned, arch, get_backend("accelerate-offload")).fits
