@@ -61,4 +61,6 @@ def run(spec: str, resume: bool, dry_run: bool, out_dir: str | None, force: bool
                                fg="red"), err=True)
         for line in outcome.tail:
             click.echo(f"  | {line}", err=True)
+        if outcome.cause:
+            click.echo(f"  likely cause: {outcome.cause}", err=True)
         sys.exit(EXIT_USER)

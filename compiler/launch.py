@@ -1,5 +1,6 @@
 """launch: run an emitted job from its build directory with the backend's launcher, stream its
-progress, and on failure show the last lines of the rank that failed first."""
+progress, and on failure show the last lines of the rank that failed first and the likely cause. The
+launcher's own report of a failed worker (torchrun's traceback and summary) is kept out of the way."""
 
 from __future__ import annotations
 
@@ -28,11 +29,35 @@ LAUNCHERS = {
 SCRIPT_PYTHON = '"${PYTHON:-python3}"'
 
 
+# (pattern in the failed rank's last lines, what it most likely means), first match wins
+CAUSES = (
+    (re.compile(r"^error: (.*)"), "{0}"),
+    (re.compile(r"CUDA out of memory|OutOfMemoryError|out of memory", re.I),
+     "out of device memory: check `qcompile plan` and reduce micro_batch_size or max_seq_length"),
+    (re.compile(r"Address already in use|EADDRINUSE"), "the rendezvous port is taken: another job uses it"),
+    (re.compile(r"^(\w+(?:Error|Exception)): (.*)"), "{0}: {1}"),
+)
+KILLED = (-9, 137)  # SIGKILL: most often the kernel's out-of-memory killer
+
+
 @dataclass
 class JobResult:
     returncode: int
     failed_rank: int | None
     tail: list[str]  # the failed rank's last lines (or the job's, for one process)
+    cause: str | None = None  # what the tail most likely means, in one line
+
+
+def likely_cause(tail: list[str], returncode: int) -> str | None:
+    """One line saying why a job failed, read off the failed rank's last lines."""
+    for pattern, text in CAUSES:
+        for line in reversed(tail):
+            match = pattern.search(line.strip())
+            if match:
+                return text.format(*match.groups())
+    if returncode in KILLED or any("SIGKILL" in line or "exitcode: -9" in line for line in tail):
+        return "a process was killed (often the out-of-memory killer: host RAM ran out; see `qcompile plan`)"
+    return None
 
 
 def default_cache_dir() -> Path:
@@ -73,7 +98,8 @@ def launch_script_argv(resume: bool) -> list[str]:
 
 def run_job(build_dir: Path, argv: list[str], env: dict[str, str],
             echo: Callable[[str], None] = print) -> JobResult:
-    """Start the launcher in its own process group, echo every line, keep a tail per rank."""
+    """Start the launcher in its own process group, echo every line, keep a tail per rank. Once a worker
+    has failed, the launcher's own lines (its traceback, its summary) are kept but not echoed."""
     tails: dict[int, deque] = {}
     failed_rank = None
     process = subprocess.Popen(argv, cwd=build_dir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -81,9 +107,10 @@ def run_job(build_dir: Path, argv: list[str], env: dict[str, str],
     try:
         for line in process.stdout:
             line = line.rstrip("\n")
-            echo(line)
             match = RANK_PREFIX.match(line)
             rank, text = (int(match[1]), match[2]) if match else (-1, line)
+            if match or failed_rank is None:
+                echo(line)
             tails.setdefault(rank, deque(maxlen=TAIL_LINES)).append(text)
             failure = FAILED_RANK.search(line)
             if failure and failed_rank is None:
@@ -97,5 +124,5 @@ def run_job(build_dir: Path, argv: list[str], env: dict[str, str],
         return JobResult(0, None, [])
     if failed_rank is None and len(tails) > 1:
         failed_rank = min(r for r in tails if r >= 0)
-    tail = tails.get(failed_rank if failed_rank is not None else -1) or tails.get(-1) or []
-    return JobResult(returncode, failed_rank, list(tail))
+    tail = list(tails.get(failed_rank if failed_rank is not None else -1) or tails.get(-1) or [])
+    return JobResult(returncode, failed_rank, tail, likely_cause(tail, returncode))

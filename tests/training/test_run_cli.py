@@ -36,6 +36,8 @@ def test_bad_row_stops_both_ranks_and_the_failing_rank_is_shown(tmp_path, model_
     assert f"error: {bad}:3: missing key 'output' for the alpaca format" in result.output
     assert "training failed" in result.output and "last lines of rank" in result.output
     assert "Traceback" not in result.output.split("training failed")[1]
+    assert "ChildFailedError" not in result.output  # torchrun's own report stays out of the way
+    assert f"likely cause: {bad}:3: missing key 'output' for the alpaca format" in result.output
     assert not (tmp_path / "out" / "checkpoints").exists()  # stopped before training
 
 
