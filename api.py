@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Union
 from qcompile.compiler.diagnostics import Diagnostic, SpecError, error
 
 if TYPE_CHECKING:
-    from qcompile.compiler.planner import Plan
+    from qcompile.compiler.planner.plan import Plan
 
 PathLike = Union[str, "os.PathLike[str]"]
 SPEC_GLOBS: tuple[str, ...] = ("*.yaml", "*.yml")

@@ -28,10 +28,10 @@ REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples"
 NOTHING_OFFLOADED = {"offload": {"optimizer": "none", "params": "none"}}  # the baseline moves nothing either
 CASES = [  # name, example spec, overrides (the two-rank case has no single-process goal)
-    ("deepspeed-zero2 x1", "zero2-cpu.yaml", {"hardware": {"devices_per_node": 1}, "strategies": NOTHING_OFFLOADED}),
-    ("deepspeed-zero2 x2", "zero2-cpu.yaml", {"strategies": NOTHING_OFFLOADED}),
-    ("accelerate-offload", "offload-cpu.yaml", {"hardware": {"device_memory": "1GiB"}}),
-    ("naive-model-parallel", "naive-mp-cpu.yaml", {"hardware": {"device_memory": "1GiB"}}),
+    ("zero2-cpu x1", "zero2-cpu.yaml", {"hardware": {"devices_per_node": 1}, "strategies": NOTHING_OFFLOADED}),
+    ("zero2-cpu x2", "zero2-cpu.yaml", {"strategies": NOTHING_OFFLOADED}),
+    ("offload-cpu", "offload-cpu.yaml", {"hardware": {"device_memory": "1GiB"}}),
+    ("naive-mp-cpu", "naive-mp-cpu.yaml", {"hardware": {"device_memory": "1GiB"}}),
 ]
 
 

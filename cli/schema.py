@@ -17,7 +17,7 @@ SIGNED_NUMBER_STRING = NUMBER_STRING.replace("[+]?", "[-+]?")
 
 
 def _accept_backend_names(schema: dict) -> None:
-    """`backend: deepspeed-zero2` means `backend: {kind: deepspeed-zero2}` (Spec._name_is_kind)."""
+    """`backend: NAME` means `backend: {kind: NAME}` (Spec._name_is_kind)."""
     backend = schema["properties"]["backend"]
     kinds = sorted(backend["discriminator"]["mapping"])
     mapping = {k: backend.pop(k) for k in ("oneOf", "discriminator")}

@@ -20,6 +20,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from qcompile import __version__
 from qcompile.errors import QcompileError
 
 from .output_rules import RunPaths, inside, run_paths
@@ -287,7 +288,6 @@ def begin_run(start: RunStart) -> None:
 
 
 def _begin(start: RunStart) -> None:
-    from qcompile import __version__
 
     output = start.paths.output_dir
     output.mkdir(parents=True, exist_ok=True)

@@ -18,8 +18,8 @@ class OffloadSpec(Section):
     optimizer: Literal["none", "cpu"] = Field("none", description="Where LoRA optimizer states live.")
     params: Literal["none", "cpu", "disk"] | None = Field(
         None, description="Where frozen base weights that do not fit on the device live: none (they must fit), "
-        "cpu or disk. null lets the backend decide: a backend that offloads by design (accelerate-offload) "
-        "spills to CPU, the others keep the weights on the device.",
+        "cpu or disk. null lets the backend decide: a backend that offloads by design spills to CPU, the others "
+        "keep the weights on the device.",
     )
 
 
