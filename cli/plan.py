@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import click
 
@@ -17,6 +18,7 @@ from qcompile.backends.registry import all_backends
 from qcompile.compiler.checks import diagnose
 from qcompile.compiler.choose import Considered, choose_backend, consider, suggest_fixes
 from qcompile.compiler.load import load_spec
+from qcompile.compiler.planner.picture import plan_svg
 from qcompile.errors import EXIT_USER, UserError
 from qcompile.schemas.units import format_bytes
 
@@ -39,6 +41,16 @@ def _trace_line(spec, arch) -> str:
             f"analytic {format_bytes(analytic)} ({error:+.1%})")
 
 
+def _write_pictures(path: Path, plans: list) -> None:
+    """One SVG per plan shown: PATH itself for one plan, PATH-KIND.svg for several."""
+    for one in plans:
+        target = path if len(plans) == 1 else path.with_name(f"{path.stem}-{one.backend}{path.suffix or '.svg'}")
+        try:
+            target.write_text(plan_svg(one), encoding="utf-8")
+        except OSError as exc:
+            raise UserError(f"cannot write {target}: {exc.strerror or exc}", "choose another --svg FILE") from None
+
+
 def _doc(c: Considered) -> dict:
     return {**c.plan.to_json(), "refused": list(c.refused)}
 
@@ -54,8 +66,10 @@ def _text(c: Considered) -> str:
 @click.option("--backend", "backend", default=None, metavar="all|KIND",
               help="Plan this backend, or every backend side by side (default: the spec's; auto picks).")
 @click.option("--trace", is_flag=True, help="Also trace one real step of this model shape (needs torch).")
+@click.option("--svg", "svg_path", type=click.Path(dir_okay=False), default=None,
+              help="Also draw the plan as an SVG picture (with --backend all: FILE-KIND.svg per backend).")
 @handle_errors
-def plan(spec_path: str, as_json: bool, backend: str | None, trace: bool) -> None:
+def plan(spec_path: str, as_json: bool, backend: str | None, trace: bool, svg_path: str | None) -> None:
     """Predict GPU and host memory of SPEC per backend and check its hardware budget."""
     loaded = load_spec(spec_path, memory_check=False, choose=False)
     ctx = loaded.context
@@ -79,6 +93,8 @@ def plan(spec_path: str, as_json: bool, backend: str | None, trace: bool) -> Non
     first = next((c for c in shown if not c.refused), shown[0])
     fixes = [] if fits else suggest_fixes(ctx, first.backend)
     traced = _trace_line(loaded.spec, ctx.arch) if trace else None
+    if svg_path:
+        _write_pictures(Path(svg_path), [c.plan for c in shown])
 
     if as_json:
         if len(shown) == 1 and kind not in (ALL, "auto"):

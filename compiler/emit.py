@@ -18,6 +18,7 @@ from .context import CompileContext
 from .launch import shell_command
 from .load import LoadedSpec, load_spec
 from .output import GENERATOR, sha256, write_build_dir
+from .planner.picture import plan_svg
 from .render import render, render_train_script
 
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -51,7 +52,8 @@ def _memory_plan(ctx: CompileContext) -> dict[str, bytes]:
     plan = ctx.plan
     if plan is None:
         return {}
-    return {"memory_plan.json": dump_json(plan.to_json()), "memory_plan.md": plan.to_markdown().encode()}
+    return {"memory_plan.json": dump_json(plan.to_json()), "memory_plan.md": plan.to_markdown().encode(),
+            "memory_plan.svg": plan_svg(plan).encode()}
 
 
 def compile_spec(loaded: LoadedSpec) -> Build:
