@@ -69,7 +69,7 @@ def zero_placement(ctx: Context, stage: int) -> tuple[list[DeviceUse], HostUse]:
     offload_opt = s.strategies.offload.optimizer == "cpu"
     offload_params = stage == 3 and s.strategies.offload.params != "none"
     # fp32 master and gradient partitions, and the optimizer's states of that one flat partition
-    master = (4 + 4) * p // ranks + optimizer_state_bytes(s.training.optimizer, p // ranks, 4)
+    master = (4 + 4) * p // ranks + optimizer_state_bytes(s.training.optimizer, [p // ranks], 4)
     lora_states = compute * p // (ranks if stage == 3 else 1) + compute * p // ranks
     lora_states += 0 if offload_opt else master
     layer = ctx.layer_weight_bytes

@@ -34,6 +34,7 @@ ALL_LINEAR = "all-linear"
 # bitsandbytes' storage, read off its layers on CPU (tests/compiler/planner/test_quantized_memory.py):
 QUANT_BLOCK = 64  # 4-bit: one absmax per 64 weights (fp32, or 8-bit under double quant)
 NESTED_BLOCK = 256  # double quant: one fp32 absmax per 256 first-level absmax, plus a 256-entry fp32 code
+NF4_CODE_BYTES = 16 * 4  # each 4-bit weight's own 16-entry fp32 code
 CODE_BYTES = 256 * 4
 MIN_8BIT_SIZE = 4096  # bitsandbytes keeps 32-bit optimizer states for smaller tensors
 STATE_BLOCK = 256  # its 8-bit states: one fp32 absmax per 256 values per state, and a 256-entry qmap each
@@ -61,17 +62,18 @@ def linear_bytes(quant, fan_in: int, fan_out: int, dtype_bytes: int) -> int:
         absmax = blocks + 4 * math.ceil(blocks / NESTED_BLOCK) + CODE_BYTES + 4  # + the fp32 offset
     else:
         absmax = 4 * blocks
-    return math.ceil(n / 2) + absmax
+    return math.ceil(n / 2) + absmax + NF4_CODE_BYTES
 
 
-def optimizer_state_bytes(optimizer: str, numel: int, param_bytes: int) -> int:
-    """AdamW's two moments for one tensor: like the parameter for torch's AdamW; 8-bit with block absmax
-    and quantisation maps for bitsandbytes' (fp32 for tensors below MIN_8BIT_SIZE)."""
+def optimizer_state_bytes(optimizer: str, numels: list[int], param_bytes: int) -> int:
+    """AdamW's two moments for these tensors: like the parameters for torch's AdamW; for bitsandbytes'
+    8-bit AdamW one byte each with a block absmax (fp32 for tensors below MIN_8BIT_SIZE), plus its two
+    256-entry quantisation maps, which every tensor shares (measured: one storage)."""
     if optimizer == "adamw":
-        return 2 * param_bytes * numel
-    if numel < MIN_8BIT_SIZE:
-        return 8 * numel
-    return 2 * (numel + 4 * math.ceil(numel / STATE_BLOCK) + CODE_BYTES)
+        return sum(2 * param_bytes * n for n in numels)
+    small = sum(8 * n for n in numels if n < MIN_8BIT_SIZE)
+    large = [n for n in numels if n >= MIN_8BIT_SIZE]
+    return small + sum(2 * (n + 4 * math.ceil(n / STATE_BLOCK)) for n in large) + (2 * CODE_BYTES if large else 0)
 
 
 @dataclass
@@ -187,10 +189,8 @@ class Context:
         (when they persist), the optimizer's states and AdaLoRA's importance scores (2 per element)."""
         a, optimizer = self.adapter_bytes, self.spec.training.optimizer
         allocator = 2 * a if self.spec.lora.method == "adalora" else 0
-        total = 0
-        for n in self.lora_tensors(layers):
-            total += (a + (a if grads else 0) + allocator) * n + optimizer_state_bytes(optimizer, n, a)
-        return total
+        tensors = self.lora_tensors(layers)
+        return (a + (a if grads else 0) + allocator) * sum(tensors) + optimizer_state_bytes(optimizer, tensors, a)
 
     def shape(self, adapter_bytes: int) -> StepShape:
         s = self.spec
