@@ -65,7 +65,9 @@ def test_4bit_nf4_base_trains_and_its_adapter_serves_on_the_full_precision_base(
 def test_adamw_8bit_keeps_8bit_states_and_converges_like_adamw(nf4_runs):
     (_, out), (_, out_full) = nf4_runs
     state = torch.load(out / "checkpoints" / "checkpoint-6" / "optimizer.pt", map_location="cpu", weights_only=False)
-    kinds = {(s["state1"].dtype, s["state1"].numel() >= 4096) for s in state["state"].values()}
+    # bitsandbytes keeps its 8-bit entries (state1/2, absmax, qmaps) under one key of each tensor's state
+    entries = [s.get("__bnb_optimizer_quant_state__", s) for s in state["state"].values()]
+    kinds = {(s["state1"].dtype, s["state1"].numel() >= 4096) for s in entries}
     assert (torch.uint8, True) in kinds and (torch.float32, False) in kinds and len(kinds) == 2
     eight, full = losses(out), losses(out_full)
     assert abs(eight[-1] - full[-1]) < 0.1 * full[-1], (eight, full)
