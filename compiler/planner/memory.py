@@ -186,9 +186,10 @@ class Context:
 
     def lora_state_bytes_in(self, layers: range, grads: bool) -> int:
         """A single-process backend's LoRA bytes in `layers`: the adapters in lora.dtype, their gradients
-        (when they persist), the optimizer's states and AdaLoRA's importance scores (2 per element)."""
+        (when they persist), the optimizer's states and AdaLoRA's importance scores (its allocator keeps
+        the score, its moving average and its uncertainty: 3 per element)."""
         a, optimizer = self.adapter_bytes, self.spec.training.optimizer
-        allocator = 2 * a if self.spec.lora.method == "adalora" else 0
+        allocator = 3 * a if self.spec.lora.method == "adalora" else 0
         tensors = self.lora_tensors(layers)
         return (a + (a if grads else 0) + allocator) * sum(tensors) + optimizer_state_bytes(optimizer, tensors, a)
 
@@ -196,7 +197,10 @@ class Context:
         s = self.spec
         return StepShape(**{
             "batch": s.training.micro_batch_size,
-            "dtype_bytes": self.dtype_bytes,
+            # prepare_model_for_kbit_training makes the embedding fp32: the residual stream is fp32 after it
+            "dtype_bytes": 4 if self.quant is not None else self.dtype_bytes,
+            "dora": s.lora.method == "dora",
+            "int8_inputs": self.quant is not None and self.quant.bits == 8,
             "adapter_bytes": adapter_bytes,
             "r": s.lora.r,
             "targets": frozenset(self.targets),

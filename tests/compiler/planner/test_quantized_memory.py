@@ -37,7 +37,7 @@ def storage_bytes(tensors) -> int:
     return sum(seen.values())
 
 
-def load_quantized(model_dir: Path, quant: dict):
+def load_quantized(model_dir: Path, quant: dict, checkpointing: bool = True):
     torch = pytest.importorskip("torch")
     pytest.importorskip("bitsandbytes")
     from peft import prepare_model_for_kbit_training
@@ -51,7 +51,8 @@ def load_quantized(model_dir: Path, quant: dict):
                                     bnb_4bit_compute_dtype=torch.float32)
     model = AutoModelForCausalLM.from_pretrained(model_dir, quantization_config=config, device_map={"": "cpu"},
                                                  dtype=torch.float32)
-    return prepare_model_for_kbit_training(model)  # what the script does: kept weights become fp32
+    # what the script does: the kept weights become fp32
+    return prepare_model_for_kbit_training(model, use_gradient_checkpointing=checkpointing)
 
 
 @pytest.mark.parametrize("quant", [{"bits": 4}, {"bits": 4, "double_quant": False}, {"bits": 4, "type": "fp4"},
@@ -152,3 +153,82 @@ def test_the_7b_qlora_example_fits_24gib_and_bf16_does_not():
     assert choose_backend(plain)[0] is None
     fixes = [f.change for f in suggest_fixes(plain, get_backend("deepspeed-zero2"), limit=10)]
     assert "model.quantization: {bits: 4}" in fixes
+
+
+def traced_step(model_dir: Path, quant: int | None = None, method: str = "lora") -> int:
+    """Peak live tensor bytes of the second real training step (forward, backward, AdamW, AdaLoRA's
+    allocator) of the tiny model on CPU, counted by the planner's own storage counter (trace.py)."""
+    torch = pytest.importorskip("torch")
+    from peft import AdaLoraConfig, LoraConfig, get_peft_model
+
+    from qcompile.compiler.planner.trace import _counting_mode, _LiveBytes
+
+    torch.manual_seed(0)
+    if quant is not None:
+        model = load_quantized(model_dir, {"bits": quant}, checkpointing=False)
+    else:
+        from transformers import AutoModelForCausalLM
+
+        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    targets = ["q_proj", "k_proj", "v_proj", "o_proj"]
+    if method == "adalora":
+        config = AdaLoraConfig(init_r=8, target_r=2, total_step=100, lora_alpha=16, target_modules=targets)
+    else:
+        config = LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules=targets, use_dora=method == "dora")
+    model = get_peft_model(model, config).train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, foreach=False)
+    ids = torch.randint(0, 1000, (2, 64))
+
+    def step():
+        model(input_ids=ids, labels=ids).loss.backward()
+        optimizer.step()
+        if method == "adalora":
+            model.base_model.update_and_allocate(0)
+        optimizer.zero_grad(set_to_none=True)
+
+    step()
+    counter = _LiveBytes()
+    for tensor in [*model.parameters(), *model.buffers(), ids]:
+        for t in (tensor, getattr(tensor, "SCB", None)):
+            counter.add(t)
+        state = getattr(tensor, "quant_state", None)
+        for t in [state.absmax, state.code, state.offset, state.state2.absmax] if state is not None else []:
+            counter.add(t)
+    for values in optimizer.state.values():
+        for t in values.values():
+            counter.add(t)
+    if method == "adalora":
+        allocator = model.base_model.rankallocator
+        for scores in (allocator.ipt, allocator.exp_avg_ipt, allocator.exp_avg_unc):
+            for t in scores.values():
+                counter.add(t)
+    with _counting_mode(counter):
+        step()
+    return counter.peak
+
+
+def planned_step(quant: int | None = None, method: str = "lora") -> int:
+    from qcompile.compiler.planner.plan import plan
+    from qcompile.compiler.planner.trace import single_device_spec
+
+    changes = {"lora.layers": None, "lora.method": method, "strategies.gradient_checkpointing": False,
+               "training.micro_batch_size": 2, "strategies.offload": {"optimizer": "none", "params": "none"},
+               "model.quantization": {"bits": quant, "compute_dtype": "float32"} if quant else None}
+    changes |= {"lora.target_r": 2} if method == "adalora" else {}
+    spec = spec_from(TINY, **changes)
+    device = plan(single_device_spec(spec), context(spec, TINY.parent).arch, get_backend("naive-model-parallel"))
+    return device.devices[0].tensor_bytes
+
+
+def test_each_option_changes_a_real_step_as_planned(model_dir):
+    """Each option's effect on the peak of a real step, next to plain LoRA's (the planner's own gap on
+    this tiny model, mostly small transients, cancels out): 4-bit weights, DoRA's magnitude and saved
+    activations, AdaLoRA's E vectors and importance scores, 8-bit's fp16 input copies."""
+    base_real, base_plan = traced_step(model_dir), planned_step()
+    assert abs(base_plan - base_real) < 0.10 * base_real
+    for quant, method, tolerance in [(4, "lora", 0.10), (None, "dora", 0.05), (None, "adalora", 0.20),
+                                     (8, "lora", 0.05)]:
+        real, planned = traced_step(model_dir, quant, method), planned_step(quant, method)
+        # the change against plain LoRA, relative to the step's peak
+        assert abs((planned - base_plan) - (real - base_real)) < tolerance * real, (quant, method, real, planned)
