@@ -57,6 +57,11 @@ class AdapterMethod(PlainStrategy):
                                  "target_r_without_adalora", "remove lora.adalora, or set lora.method: adalora"))
         else:
             out += self._adalora_rules(spec, backend)
+        quant = spec.model.quantization
+        if lora.method == "dora" and quant is not None and quant.bits == 8:
+            out.append(error(PATH, "DoRA on an 8-bit base fails from the second step (bitsandbytes 0.50.2 clears "
+                             "the int8 weight's scales when peft dequantises it for the norm)", "method_unsupported",
+                             "use model.quantization bits: 4 with DoRA, or lora.method: lora on an 8-bit base"))
         if lora.method == "dora" and not backend.accepts.dora:
             able = [b.kind for b in by_speed() if b.accepts.dora]
             out.append(error(PATH, f"{backend.kind} shards the base weights, and DoRA needs each whole weight for "

@@ -41,6 +41,7 @@ def errors(spec, backend):
     ({"lora.target_r": 4}, NAIVE, "target_r_without_adalora", ("lora", "target_r")),
     ({"lora.adalora": {"tinit": 3}}, NAIVE, "target_r_without_adalora", ("lora", "adalora")),
     ({"lora.method": "dora"}, ZERO3, "method_unsupported", ("lora", "method")),
+    ({"lora.method": "dora", "model.quantization": {"bits": 8}}, NAIVE, "method_unsupported", ("lora", "method")),
 ])
 def test_unsupported_combinations_are_spec_errors_with_a_hint(changes, backend, code, path):
     found = errors(spec_from(**changes), backend)
@@ -57,6 +58,7 @@ def test_the_hint_names_backends_that_accept_it():
 @pytest.mark.parametrize("changes", [
     {"model.quantization": Q4, "training.optimizer": "paged_adamw_8bit", "lora.method": "dora"},
     {"model.quantization": {"bits": 8, "compute_dtype": "float32"}, "lora.method": "adalora", "lora.target_r": 4},
+    {"model.quantization": {"bits": 4}, "lora.method": "dora"},
     {"model.quantization": {"bits": 4, "type": "fp4", "double_quant": False}, "lora.method": "rslora",
      "lora.dtype": "bfloat16"},
 ])
