@@ -33,6 +33,14 @@ class Accepts:
     layer_placement: bool = False  # places whole layers on devices: model.device_map applies
     multi_node: bool = True
     fp16_on_cpu: bool = True
+    quantized_base: tuple[int, ...] = (4, 8)  # bitsandbytes bit widths of the frozen base it can load and train
+    quantized_base_why: str = ""  # why the others are refused (shown in the error)
+    optimizer_8bit: bool = True  # bitsandbytes' 8-bit AdamW as the LoRA optimizer
+    paged_optimizer: bool = True  # its paged variant (CUDA unified memory; plain on CPU)
+    adaptive_rank: bool = True  # AdaLoRA: its rank allocator reads every adapter's whole p.grad after backward
+    adaptive_rank_why: str = ""
+    dora: bool = True  # DoRA: needs each whole base weight for the column norm
+    fp32_master_copy: bool = False  # the engine keeps fp32 master adapters itself (lora.dtype changes nothing)
 
 
 @runtime_checkable

@@ -23,17 +23,17 @@ def split_layers(num_layers: int, devices: int) -> list[range]:
 
 
 def _layer_device(ctx: Context, d: int, layers: range, first: bool, last: bool, extra_weights: int = 0) -> DeviceUse:
-    arch, e = ctx.arch, ctx.dtype_bytes
+    arch = ctx.arch
     name = f"gpu {d}" if ctx.spec.hardware.accelerator == "cuda" else f"device {d}"
     if not layers and not first and not last:
         idle = {k: 0 for k in TENSOR_KEYS} | ctx.overheads(0)
         return DeviceUse(name, idle, ctx.spec.hardware.device_memory, "unused")
-    weights = len(layers) * arch.layer_params() * e + extra_weights
-    weights += arch.embedding_params() * e if first else 0
-    weights += arch.head_params() * e if last else 0
-    grads = 4 if ctx.spec.training.gradient_accumulation_steps > 1 else 0
-    lora_states = (4 + 8 + grads) * ctx.lora_params_in(layers)
-    acts = step_activations(arch, ctx.shape(4), layers, first, last)
+    weights = len(layers) * ctx.layer_weight_bytes + extra_weights + (ctx.dequant_bytes if layers else 0)
+    weights += ctx.embedding_weight_bytes if first else 0
+    weights += ctx.head_weight_bytes if last else 0
+    grads = ctx.spec.training.gradient_accumulation_steps > 1
+    lora_states = ctx.lora_state_bytes_in(layers, grads)
+    acts = step_activations(arch, ctx.shape(ctx.adapter_bytes), layers, first, last)
     parts = {"weights": weights, "lora_states": lora_states, "activations": acts.activations, "logits": acts.logits}
     return device_use(ctx, name, parts)
 
@@ -90,9 +90,9 @@ def accelerate_offload(ctx: Context) -> tuple[list[DeviceUse], HostUse]:
 
 def _layer_host(ctx: Context, offload_from: int) -> HostUse:
     """Host RAM and disk of a layer-placing backend: one process, plus the offloaded layers and head."""
-    s, arch, e = ctx.spec, ctx.arch, ctx.dtype_bytes
+    s, arch = ctx.spec, ctx.arch
     offloaded = range(offload_from, arch.num_layers)
-    off_bytes = len(offloaded) * arch.layer_params() * e + (arch.head_params() * e if offloaded else 0)
+    off_bytes = len(offloaded) * ctx.layer_weight_bytes + (ctx.head_weight_bytes if offloaded else 0)
     on_cpu = off_bytes if s.strategies.offload.params == "cpu" else 0
     load, why = ctx.host_load(1)
     notes = [why]
@@ -122,12 +122,11 @@ def _offloaded_run(ctx: Context, offload_from: int) -> DeviceUse | None:
 def _placed_device(ctx: Context, d: int, layers: range, n: int, run_offloaded: DeviceUse | None) -> DeviceUse:
     """Device d of n holding `layers`: the embedding on the first, the head on the last unless it is
     offloaded; offloaded layers and the head execute on the first."""
-    arch, e = ctx.arch, ctx.dtype_bytes
     dev = _layer_device(ctx, d, layers, d == 0, d == n - 1 and run_offloaded is None)
     if d == 0 and run_offloaded is not None:
         for key in ("lora_states", "activations", "logits"):
             dev.breakdown[key] += run_offloaded.breakdown[key]
-        dev.breakdown["weights"] += max(arch.layer_params(), arch.head_params()) * e  # streamed in
+        dev.breakdown["weights"] += max(ctx.layer_weight_bytes, ctx.head_weight_bytes)  # streamed in
         dev.breakdown.update(ctx.overheads(dev.tensor_bytes))
         dev.note = run_offloaded.note
     return dev

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from qcompile.compiler.planner.memory import resolve_targets
 from qcompile.strategies import STRATEGIES
 
 from .base import resolve_output_dir, resolve_path
@@ -39,7 +40,7 @@ def build_train_config(ctx) -> dict:
             "r": lora.r,
             "alpha": lora.alpha,
             "dropout": lora.dropout,
-            "target_modules": list(lora.target_modules),
+            "target_modules": resolve_targets(lora.target_modules, ctx.arch),
             "layers": list(lora.layers) if lora.layers is not None else None,
         },
         "strategies": {},

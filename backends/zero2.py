@@ -36,7 +36,12 @@ ZERO2 = zero_common.ZeroBackend(
     stage=2,
     options=Zero2Options,
     speed_rank=10,  # data parallel over every GPU, nothing gathered: the fastest
-    accepts=Accepts(optimizer_offload=True, fp16_on_cpu=False),
+    accepts=Accepts(
+        optimizer_offload=True, fp16_on_cpu=False, quantized_base=(4,),
+        quantized_base_why="an 8-bit (LLM.int8) base under the DeepSpeed engine is not verified; 4-bit is",
+        adaptive_rank=False, fp32_master_copy=True,
+        adaptive_rank_why="ZeRO reduces gradients into partitioned buckets, so p.grad is not there for the allocator",
+    ),
     zero_section=zero2_section,
     script_parts=("core", "deepspeed", "staggered_load"),
 )

@@ -59,7 +59,12 @@ ZERO3 = zero_common.ZeroBackend(
     stage=3,
     options=Zero3Options,
     speed_rank=20,  # data parallel, but every layer's weights are gathered before use
-    accepts=Accepts(param_offload=("cpu",), optimizer_offload=True, fp16_on_cpu=False),
+    accepts=Accepts(
+        param_offload=("cpu",), optimizer_offload=True, fp16_on_cpu=False, quantized_base=(),
+        quantized_base_why="zero.Init partitions the weights as they load; bitsandbytes layers are not partitioned",
+        adaptive_rank=False, dora=False, fp32_master_copy=True,
+        adaptive_rank_why="ZeRO-3 partitions the gradients, so p.grad is not there for the allocator",
+    ),
     zero_section=zero3_section,
     script_parts=("core", "deepspeed", "zero3_load"),
 )

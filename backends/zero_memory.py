@@ -10,7 +10,14 @@ from __future__ import annotations
 
 from qcompile.compiler.planner.activations import step_activations
 from qcompile.compiler.planner.architecture import Architecture
-from qcompile.compiler.planner.memory import HOST_PER_PROCESS, Context, DeviceUse, HostUse, device_use
+from qcompile.compiler.planner.memory import (
+    HOST_PER_PROCESS,
+    Context,
+    DeviceUse,
+    HostUse,
+    device_use,
+    optimizer_state_bytes,
+)
 from qcompile.schemas.units import format_bytes
 
 # DeepSpeed's own defaults, used when the architecture (hence hidden_size) is unknown.
@@ -61,13 +68,16 @@ def zero_placement(ctx: Context, stage: int) -> tuple[list[DeviceUse], HostUse]:
     p = ctx.lora_params
     offload_opt = s.strategies.offload.optimizer == "cpu"
     offload_params = stage == 3 and s.strategies.offload.params != "none"
-    master = (4 + 8 + 4) * p // ranks  # fp32 master, Adam moments, fp32 gradient partition
+    # fp32 master and gradient partitions, and the optimizer's states of that one flat partition
+    master = (4 + 4) * p // ranks + optimizer_state_bytes(s.training.optimizer, [p // ranks], 4)
     lora_states = compute * p // (ranks if stage == 3 else 1) + compute * p // ranks
     lora_states += 0 if offload_opt else master
-    layer = arch.layer_params() * ctx.dtype_bytes
+    layer = ctx.layer_weight_bytes
     working_set = (gathered_elements(options, arch, ranks) if stage == 3 else 0) * ctx.dtype_bytes
     if stage == 2:
-        weights, note = ctx.weight_bytes, "full copy of the frozen weights on every rank"
+        weights, note = ctx.weight_bytes + ctx.dequant_bytes, "full copy of the frozen weights on every rank"
+        if ctx.quant is not None:
+            note = f"full {ctx.quant.bits}-bit copy of the frozen weights on every rank, and one dequantised Linear"
     elif offload_params:
         weights, note = working_set, "weights on CPU; gathered layer by layer"
     else:

@@ -13,6 +13,7 @@ import yaml
 
 from qcompile import __version__
 from qcompile.backends.train_config import build_train_config
+from qcompile.strategies import STRATEGIES
 
 from .context import CompileContext
 from .launch import shell_command
@@ -56,6 +57,14 @@ def _memory_plan(ctx: CompileContext) -> dict[str, bytes]:
             "memory_plan.svg": plan_svg(plan).encode()}
 
 
+def script_parts(spec, backend) -> list[str]:
+    """The backend's parts, then those of the strategies the spec turns on, in STRATEGIES order."""
+    names = list(backend.script_parts)
+    for strategy in STRATEGIES:
+        names += [p for p in strategy.parts(spec) if p not in names]
+    return names
+
+
 def compile_spec(loaded: LoadedSpec) -> Build:
     """Every artifact as bytes, built from dicts and sandboxed templates; nothing is written here."""
     ctx = loaded.context
@@ -70,7 +79,7 @@ def compile_spec(loaded: LoadedSpec) -> Build:
         files["ds_config.json"] = dump_json(ds_config)
     files["accelerate_config.yaml"] = dump_yaml(backend.accelerate_config(spec))
     files["train_config.json"] = dump_json(build_train_config(ctx))
-    files["train.py"] = render_train_script(__version__, backend.kind, list(backend.script_parts)).encode()
+    files["train.py"] = render_train_script(__version__, backend.kind, script_parts(spec, backend)).encode()
     files["launch.sh"] = render("launch.sh.j2", {
         "backend": backend.kind,
         "qcompile_version": __version__,

@@ -1,23 +1,24 @@
 """`lora:` the adapters peft injects."""
 
-from typing import Annotated
+from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, create_model
+
+from qcompile.strategies import section_fields
 
 from ._base import Section
 
 MAX_LAYERS = 1024  # decoder layers; the largest real models have about 130
 
 
-class LoraSpec(Section):
+class _LoraSpecBase(Section):
     r: int = Field(16, gt=0, le=65_536, description="Rank of each adapter's A and B matrices.")
     alpha: float = Field(32, gt=0, le=1_000_000, description="Scaling numerator: the update is scaled by alpha / r.")
     dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the adapter input, in [0, 1).")
-    target_modules: list[str] = Field(
+    target_modules: Annotated[list[str], Field(min_length=1, max_length=64)] | Literal["all-linear"] = Field(
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"],
-        min_length=1,
-        max_length=64,
-        description="Names of the Linear modules that get adapters (e.g. q_proj, gate_proj).",
+        description='Names of the Linear modules that get adapters (e.g. q_proj, gate_proj), or "all-linear": '
+        "every Linear of the decoder layers except the head (resolved against the architecture).",
     )
     layers: list[Annotated[int, Field(ge=0, le=MAX_LAYERS)]] | None = Field(
         None,
@@ -25,3 +26,11 @@ class LoraSpec(Section):
         max_length=MAX_LAYERS,
         description="Decoder layer indices that get adapters (selective adapters); null = every layer.",
     )
+
+
+LoraSpec = create_model(
+    "LoraSpec",
+    __base__=_LoraSpecBase,
+    __doc__=_LoraSpecBase.__doc__,
+    **section_fields("lora"),
+)

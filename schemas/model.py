@@ -2,14 +2,16 @@
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, create_model
+
+from qcompile.strategies import section_fields
 
 from ._base import PathStr, Section
 
 Dtype = Literal["float32", "bfloat16", "float16"]
 
 
-class ModelSpec(Section):
+class _ModelSpecBase(Section):
     name: PathStr = Field(description="Hub id (e.g. Qwen/Qwen1.5-72B-Chat) or a local model directory.")
     revision: str | None = Field(None, min_length=1, max_length=255,
                                  description="Hub revision (branch, tag or commit); null for the default.")
@@ -25,3 +27,11 @@ class ModelSpec(Section):
         "sequential (fill each GPU in turn; the default) or balanced/auto (even shares). Backends that shard "
         "the model refuse it; a backend that splits layers by its own memory plan ignores it.",
     )
+
+
+ModelSpec = create_model(
+    "ModelSpec",
+    __base__=_ModelSpecBase,
+    __doc__=_ModelSpecBase.__doc__,
+    **section_fields("model"),
+)

@@ -2,7 +2,7 @@
 
 from pydantic import create_model
 
-from qcompile.strategies import STRATEGIES
+from qcompile.strategies import section_fields
 
 from ._base import Section
 
@@ -10,5 +10,5 @@ StrategiesSpec = create_model(
     "StrategiesSpec",
     __base__=Section,
     __doc__="The memory strategies; each key belongs to one strategy object.",
-    **{strategy.name: strategy.field for strategy in STRATEGIES},
+    **section_fields("strategies"),
 )

@@ -2,7 +2,9 @@
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, create_model
+
+from qcompile.strategies import section_fields
 
 from ._base import PathStr, Section
 
@@ -11,7 +13,7 @@ MAX_STEPS = 10**9
 MAX_SEED = 2**32 - 1  # numpy and torch.cuda accept seeds up to this
 
 
-class TrainingSpec(Section):
+class _TrainingSpecBase(Section):
     micro_batch_size: int = Field(1, ge=1, le=MAX_BATCH, description="Samples per device per forward pass.")
     gradient_accumulation_steps: int = Field(1, ge=1, le=MAX_BATCH,
                                              description="Micro-batches summed before each optimizer step.")
@@ -32,3 +34,11 @@ class TrainingSpec(Section):
     output_dir: PathStr = Field(description="Where checkpoints, metrics and the final adapter go.")
     save_steps: int = Field(100, ge=1, le=MAX_STEPS, description="Save a resumable checkpoint every this many steps.")
     logging_steps: int = Field(10, ge=1, le=MAX_STEPS, description="Log loss and throughput every this many steps.")
+
+
+TrainingSpec = create_model(
+    "TrainingSpec",
+    __base__=_TrainingSpecBase,
+    __doc__=_TrainingSpecBase.__doc__,
+    **section_fields("training"),
+)

@@ -1,6 +1,8 @@
 """The contract every memory strategy keeps.
 
-A strategy is one object: its key under `strategies:` (type, default, description), the rules it
+A strategy is one object: the spec section it owns keys in (`section`: "strategies", "model", "lora" or
+"training") and its key(s) there (`fields()`: name -> (type, Field with default and description); by
+default the one `field` under `name`), the rules it
 adds and which backends accept it (`check`), what it changes in the planner's step shape
 (`step_shape`), the smaller-memory settings the planner may suggest (`fixes`), and what the generated
 train.py reads for it (`train_config`, by section of train_config.json). The strategies section of the
@@ -23,8 +25,16 @@ Change = tuple[str, dict[str, Any]]
 
 @runtime_checkable
 class Strategy(Protocol):
-    name: str  # its key under `strategies:`
+    name: str  # its (main) key in its section
+    section: str  # the spec section its keys live in: "strategies", "model", "lora" or "training"
     field: tuple[Any, Any]  # (annotation, pydantic Field with default and description)
+    script_parts: tuple[str, ...]  # generated-script parts it needs (templates/script/), after the backend's
+
+    def fields(self) -> dict[str, tuple[Any, Any]]:
+        """Every key it adds to its section: name -> (annotation, Field)."""
+
+    def parts(self, spec: Spec) -> tuple[str, ...]:
+        """The script parts this spec needs from it: some of script_parts, or none when it is off."""
 
     def check(self, spec: Spec, backend: Backend) -> list[Diagnostic]:
         """Rules across sections, and whether `backend` accepts this strategy's setting."""
@@ -45,6 +55,18 @@ class Strategy(Protocol):
 class PlainStrategy:
     """Defaults for a strategy that adds no rule, no step-shape input and no fix."""
 
+    section = "strategies"
+    script_parts: tuple[str, ...] = ()
+
+    def fields(self) -> dict[str, tuple[Any, Any]]:
+        return {self.name: self.field}
+
+    def parts(self, spec) -> tuple[str, ...]:
+        return ()
+
+    def value(self, spec) -> Any:
+        return getattr(getattr(spec, self.section), self.name)
+
     def check(self, spec, backend) -> list:
         return []
 
@@ -58,4 +80,4 @@ class PlainStrategy:
         return []
 
     def train_config(self, spec) -> dict[str, dict[str, Any]]:
-        return {"strategies": {self.name: getattr(spec.strategies, self.name)}}
+        return {self.section: {self.name: self.value(spec)}}

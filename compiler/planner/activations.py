@@ -41,16 +41,20 @@ class StepShape:
     attention: str = "sdpa"
     dropout: float = 0.0
     dropout_mask_bytes: int | None = 1  # CUDA keeps a bool mask; CPU one in the input dtype (None)
+    dora: bool = False  # DoRA saves two out-sized tensors per module for its magnitude (measured on CPU)
+    int8_inputs: bool = False  # an 8-bit (LLM.int8) Linear saves its input as fp16 when it needs grad
 
     @property
     def tokens(self) -> int:
         return self.batch * self.seq
 
 
-def _lora_saved(shape: StepShape, fan_in: int, shared_input_saved: bool, grad_in: bool) -> tuple[int, bool]:
+def _lora_saved(shape: StepShape, fan_in: int, shared_input_saved: bool, grad_in: bool,
+                fan_out: int = 0) -> tuple[int, bool]:
     """Bytes one LoRA module saves; and whether it saved its (shared, compute-dtype) input itself."""
     t, a = shape.tokens, shape.adapter_bytes
     small = a * t * shape.r  # lora_A output, saved by lora_B
+    small += 2 * a * t * fan_out if shape.dora else 0
     if shape.dropout > 0:  # the dropped copy, and the mask only when the input itself needs grad
         mask = (a if shape.dropout_mask_bytes is None else shape.dropout_mask_bytes) if grad_in else 0
         return t * fan_in * (a + mask) + small, shared_input_saved
@@ -69,11 +73,14 @@ def layer_saved_bytes(arch: Architecture, shape: StepShape, index: int, grad_in:
     norm = 4 * t * h + 4 * t
     saved = norm if grad_in else 0
 
+    dims = arch.linear_modules()
+    int8 = 2 * t if shape.int8_inputs else 0
     shared = False
     grad_qkv = grad_in
+    saved += 3 * int8 * h if grad_in else 0
     for name in ATTENTION_MODULES:
         if name in lora:
-            extra, shared = _lora_saved(shape, h, shared, grad_in)
+            extra, shared = _lora_saved(shape, h, shared, grad_in, dims[name][1])
             saved += extra
             grad_qkv = True
     if grad_qkv:
@@ -84,16 +91,17 @@ def layer_saved_bytes(arch: Architecture, shape: StepShape, index: int, grad_in:
             if kv != q:  # repeat_kv copies k and v to every head
                 saved += e * t * 2 * (q - kv)
     if "o_proj" in lora:
-        saved += _lora_saved(shape, q, False, grad_qkv)[0]
+        saved += _lora_saved(shape, q, False, grad_qkv, h)[0]
+    saved += int8 * q if grad_qkv else 0
     grad_mid = grad_qkv or "o_proj" in lora
     if grad_mid:
-        saved += norm
+        saved += norm + 2 * int8 * h
 
     shared = False
     grad_gate = grad_up = grad_mid
     for name in MLP_IN_MODULES:
         if name in lora:
-            extra, shared = _lora_saved(shape, h, shared, grad_mid)
+            extra, shared = _lora_saved(shape, h, shared, grad_mid, i)
             saved += extra
             grad_gate = grad_gate or name == "gate_proj"
             grad_up = grad_up or name == "up_proj"
@@ -102,7 +110,8 @@ def layer_saved_bytes(arch: Architecture, shape: StepShape, index: int, grad_in:
     if grad_gate or grad_up:
         saved += e * t * i * ((1 if grad_up else 0) + (1 if grad_gate else 0))  # mul saves the other side
     if "down_proj" in lora:
-        saved += _lora_saved(shape, i, False, grad_gate or grad_up)[0]
+        saved += _lora_saved(shape, i, False, grad_gate or grad_up, h)[0]
+    saved += int8 * i if grad_gate or grad_up else 0
     return saved, grad_mid or grad_gate or grad_up or "down_proj" in lora
 
 

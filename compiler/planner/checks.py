@@ -21,7 +21,8 @@ def architecture_diagnostics(spec, arch: Architecture) -> list[Diagnostic]:
                 "layer_out_of_range",
             ))
     modules = list(arch.linear_modules())
-    for index, name in enumerate(spec.lora.target_modules):
+    targets = spec.lora.target_modules
+    for index, name in enumerate(targets if isinstance(targets, list) else []):  # all-linear: every one
         if name not in modules:
             close = difflib.get_close_matches(name, modules, n=1)
             hint = f"did you mean {close[0]!r}?" if close else f"this architecture has {', '.join(modules)}"

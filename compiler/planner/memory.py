@@ -16,6 +16,7 @@ placement (its `placement(ctx)`, in backends/) reads. Each placement returns per
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from qcompile.schemas.units import format_bytes
@@ -29,6 +30,50 @@ FRAGMENTATION = 0.05  # caching-allocator slack over the tensor peak
 HOST_PER_PROCESS = {"cuda": 3 * GiB, "cpu": 1 * GiB}  # python, torch, CUDA runtime, DeepSpeed
 PRIVATE_LOAD_FACTOR = 1.8  # converted copy + the mapped source pages + transients: bench measured 1.78x
 TENSOR_KEYS = ("weights", "lora_states", "activations", "logits")
+ALL_LINEAR = "all-linear"
+# bitsandbytes' storage, read off its layers on CPU (tests/compiler/planner/test_quantized_memory.py):
+QUANT_BLOCK = 64  # 4-bit: one absmax per 64 weights (fp32, or 8-bit under double quant)
+NESTED_BLOCK = 256  # double quant: one fp32 absmax per 256 first-level absmax, plus a 256-entry fp32 code
+NF4_CODE_BYTES = 16 * 4  # each 4-bit weight's own 16-entry fp32 code
+CODE_BYTES = 256 * 4
+MIN_8BIT_SIZE = 4096  # bitsandbytes keeps 32-bit optimizer states for smaller tensors
+STATE_BLOCK = 256  # its 8-bit states: one fp32 absmax per 256 values per state, and a 256-entry qmap each
+ADAPTER_BYTES = {"float32": 4, "bfloat16": 2}
+
+
+def resolve_targets(targets, arch: Architecture | None) -> list[str] | str:
+    """lora.target_modules as peft gets it: "all-linear" becomes the decoder's Linear modules when the
+    architecture is known (peft's own "all-linear", which also skips the head, otherwise)."""
+    if targets == ALL_LINEAR:
+        return list(arch.linear_modules()) if arch is not None else ALL_LINEAR
+    return list(targets)
+
+
+def linear_bytes(quant, fan_in: int, fan_out: int, dtype_bytes: int) -> int:
+    """Bytes of one frozen Linear weight: unquantised, 4-bit (packed pairs, block absmax) or 8-bit (int8
+    plus one fp32 scale per output row)."""
+    n = fan_in * fan_out
+    if quant is None:
+        return n * dtype_bytes
+    if quant.bits == 8:
+        return n + 4 * fan_out
+    blocks = math.ceil(n / QUANT_BLOCK)
+    if quant.double_quant:
+        absmax = blocks + 4 * math.ceil(blocks / NESTED_BLOCK) + CODE_BYTES + 4  # + the fp32 offset
+    else:
+        absmax = 4 * blocks
+    return math.ceil(n / 2) + absmax + NF4_CODE_BYTES
+
+
+def optimizer_state_bytes(optimizer: str, numels: list[int], param_bytes: int) -> int:
+    """AdamW's two moments for these tensors: like the parameters for torch's AdamW; for bitsandbytes'
+    8-bit AdamW one byte each with a block absmax (fp32 for tensors below MIN_8BIT_SIZE), plus its two
+    256-entry quantisation maps, which every tensor shares (measured: one storage)."""
+    if optimizer == "adamw":
+        return sum(2 * param_bytes * n for n in numels)
+    small = sum(8 * n for n in numels if n < MIN_8BIT_SIZE)
+    large = [n for n in numels if n >= MIN_8BIT_SIZE]
+    return small + sum(2 * (n + 4 * math.ceil(n / STATE_BLOCK)) for n in large) + (2 * CODE_BYTES if large else 0)
 
 
 @dataclass
@@ -69,27 +114,96 @@ class Context:
         return DTYPE_BYTES[self.spec.model.dtype]
 
     @property
+    def quant(self):
+        return self.spec.model.quantization
+
+    @property
+    def kept_bytes(self) -> int:
+        """Bytes per unquantised weight (embedding, head, norms, biases): peft's
+        prepare_model_for_kbit_training, which the script runs on a quantised base, makes them fp32."""
+        return 4 if self.quant is not None else self.dtype_bytes
+
+    @property
+    def layer_weight_bytes(self) -> int:
+        """One decoder layer's frozen weights as loaded (quantised Linears, norms and biases kept)."""
+        arch, kept = self.arch, self.kept_bytes
+        total = 2 * arch.hidden_size * kept
+        for name, (fan_in, fan_out) in arch.linear_modules().items():
+            total += linear_bytes(self.quant, fan_in, fan_out, self.dtype_bytes)
+            total += fan_out * kept if arch.has_bias(name) else 0
+        return total
+
+    @property
+    def embedding_weight_bytes(self) -> int:
+        return self.arch.embedding_params() * self.kept_bytes
+
+    @property
+    def head_weight_bytes(self) -> int:
+        """Final norm and lm_head (never quantised)."""
+        return self.arch.head_params() * self.kept_bytes
+
+    @property
     def weight_bytes(self) -> int:
-        return self.arch.num_params() * self.dtype_bytes
+        return self.embedding_weight_bytes + self.arch.num_layers * self.layer_weight_bytes + self.head_weight_bytes
+
+    @property
+    def dequant_bytes(self) -> int:
+        """The dequantised working copy of the largest Linear during its forward or backward."""
+        if self.quant is None:
+            return 0
+        largest = max(i * o for i, o in self.arch.linear_modules().values())
+        compute = DTYPE_BYTES[self.quant.compute_dtype] if self.quant.bits == 4 else 2  # int8 matmul: fp16
+        return largest * compute
+
+    @property
+    def targets(self) -> list[str]:
+        return resolve_targets(self.spec.lora.target_modules, self.arch)
+
+    def lora_tensors(self, layers: range | None = None) -> list[int]:
+        """Elements of every trainable tensor peft adds in `layers` (all by default): A (r x in) and
+        B (out x r); DoRA's magnitude (out); AdaLoRA's E (r) beside its A and B."""
+        lora, arch = self.spec.lora, self.arch
+        chosen = [i for i in arch.lora_layers(lora.layers) if layers is None or i in layers]
+        per_layer = []
+        for name, (fan_in, fan_out) in arch.linear_modules().items():
+            if name not in self.targets:
+                continue
+            per_layer += [lora.r * fan_in, fan_out * lora.r]
+            per_layer += [fan_out] if lora.method == "dora" else []
+            per_layer += [lora.r] if lora.method == "adalora" else []
+        return per_layer * len(chosen)
 
     @property
     def lora_params(self) -> int:
-        lora = self.spec.lora
-        return self.arch.lora_params(lora.r, lora.target_modules, lora.layers)
+        return sum(self.lora_tensors())
 
     def lora_params_in(self, layers: range) -> int:
-        lora = self.spec.lora
-        chosen = [i for i in self.arch.lora_layers(lora.layers) if i in layers]
-        return self.arch.lora_params(lora.r, lora.target_modules, chosen) if chosen else 0
+        return sum(self.lora_tensors(layers))
+
+    @property
+    def adapter_bytes(self) -> int:
+        return ADAPTER_BYTES[self.spec.lora.dtype]
+
+    def lora_state_bytes_in(self, layers: range, grads: bool) -> int:
+        """A single-process backend's LoRA bytes in `layers`: the adapters in lora.dtype, their gradients
+        (when they persist), the optimizer's states and AdaLoRA's importance scores (its allocator keeps
+        the score, its moving average and its uncertainty: 3 per element)."""
+        a, optimizer = self.adapter_bytes, self.spec.training.optimizer
+        allocator = 3 * a if self.spec.lora.method == "adalora" else 0
+        tensors = self.lora_tensors(layers)
+        return (a + (a if grads else 0) + allocator) * sum(tensors) + optimizer_state_bytes(optimizer, tensors, a)
 
     def shape(self, adapter_bytes: int) -> StepShape:
         s = self.spec
         return StepShape(**{
             "batch": s.training.micro_batch_size,
-            "dtype_bytes": self.dtype_bytes,
+            # prepare_model_for_kbit_training makes the embedding fp32: the residual stream is fp32 after it
+            "dtype_bytes": 4 if self.quant is not None else self.dtype_bytes,
+            "dora": s.lora.method == "dora",
+            "int8_inputs": self.quant is not None and self.quant.bits == 8,
             "adapter_bytes": adapter_bytes,
             "r": s.lora.r,
-            "targets": frozenset(s.lora.target_modules),
+            "targets": frozenset(self.targets),
             "lora_layers": frozenset(self.arch.lora_layers(s.lora.layers)),
             "dropout": s.lora.dropout,
             "dropout_mask_bytes": 1 if s.hardware.accelerator == "cuda" else None,
@@ -106,6 +220,12 @@ class Context:
         stored = arch.checkpoint_dtype or s.model.dtype
         file_bytes = arch.num_params() * DTYPE_BYTES[stored]
         runtime = processes * HOST_PER_PROCESS[s.hardware.accelerator]
+        if self.quant is not None:
+            layer = arch.layer_params() * DTYPE_BYTES[stored]
+            return file_bytes + processes * 2 * layer + runtime, (
+                f"{stored} safetensors memory-mapped ({format_bytes(file_bytes)}, shared by the ranks) and "
+                f"quantised to {self.quant.bits} bits one weight at a time (about two layers' transients per rank)"
+            )
         if s.strategies.low_cpu_mem_usage and stored == s.model.dtype:
             return file_bytes + runtime, (
                 f"{stored} safetensors memory-mapped: {processes} rank(s) share one "
@@ -122,7 +242,9 @@ class Context:
         )
 
     def checkpoint_disk(self) -> int:
-        return 16 * self.lora_params  # fp32 adapter plus optimizer states per saved checkpoint
+        """Adapter plus optimizer states per saved checkpoint."""
+        every = range(self.arch.num_layers)
+        return self.lora_state_bytes_in(every, False) + self.adapter_bytes * self.lora_params
 
 
 def device_use(ctx: Context, name: str, parts: dict[str, int], buckets: int = 0, note: str = "") -> DeviceUse:

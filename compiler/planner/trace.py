@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from qcompile.backends.naive_mp import NAIVE_MODEL_PARALLEL
 
+from .memory import resolve_targets
 from .plan import plan
 
 
@@ -208,7 +209,7 @@ def case_for_spec(spec, arch) -> TraceCase:
         seq_len=spec.strategies.max_seq_length,
         batch=spec.training.micro_batch_size,
         r=spec.lora.r,
-        target_modules=tuple(spec.lora.target_modules),
+        target_modules=tuple(resolve_targets(spec.lora.target_modules, arch)),
         layers=tuple(spec.lora.layers) if spec.lora.layers is not None else None,
         dropout=spec.lora.dropout,
         checkpointing=spec.strategies.gradient_checkpointing,

@@ -52,9 +52,13 @@ def test_offload_params_left_null_is_the_backends_choice():
 
 
 def test_each_strategies_key_belongs_to_one_strategy_object():
-    assert list(StrategiesSpec.model_fields) == [s.name for s in STRATEGIES]
+    owned = [s.name for s in STRATEGIES if s.section == "strategies"]
+    assert list(StrategiesSpec.model_fields) == owned
+    sections = {"model": Spec.model_fields["model"].annotation, "lora": Spec.model_fields["lora"].annotation,
+                "training": Spec.model_fields["training"].annotation, "strategies": StrategiesSpec}
     for strategy in STRATEGIES:
-        assert StrategiesSpec.model_fields[strategy.name].description
+        for name in strategy.fields():  # each key a strategy adds is in its section, described
+            assert sections[strategy.section].model_fields[name].description, (strategy.section, name)
 
 
 def test_a_bare_yaml_no_still_means_no_mixed_precision():

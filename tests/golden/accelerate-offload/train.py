@@ -170,23 +170,42 @@ def load_kwargs(cfg: dict) -> dict:
 def load_base_model(cfg: dict):
     if STEPS.load_model is None:
         raise RuntimeError("no part of this script loads the model (its backend names no loading part)")
-    return STEPS.load_model(cfg, STEPS.place_model(cfg, load_kwargs(cfg)))
+    return STEPS.load_model(cfg, STEPS.quantize(cfg, STEPS.place_model(cfg, load_kwargs(cfg))))
 
 
-def add_lora(model, cfg: dict):
+def lora_config(cfg: dict):
+    """peft's config for lora, dora (use_dora) and rslora (use_rslora: alpha / sqrt(r))."""
     lora = cfg["lora"]
-    config = LoraConfig(
+    return LoraConfig(
         r=lora["r"],
         lora_alpha=lora["alpha"],
         lora_dropout=lora["dropout"],
         target_modules=lora["target_modules"],
         layers_to_transform=lora["layers"],
+        use_dora=lora["method"] == "dora",
+        use_rslora=lora["method"] == "rslora",
         task_type="CAUSAL_LM",
     )
-    model = get_peft_model(model, config)
+
+
+def add_lora(model, cfg: dict):
+    model = get_peft_model(STEPS.prepare_base(model, cfg), STEPS.lora_config(cfg))
+    if cfg["lora"]["dtype"] != "float32":  # peft makes adapters fp32; lora.dtype stores them smaller
+        for parameter in model.parameters():
+            if parameter.requires_grad:
+                parameter.data = parameter.data.to(getattr(torch, cfg["lora"]["dtype"]))
     if cfg["strategies"]["gradient_checkpointing"]:
         model.enable_input_require_grads()  # the frozen embedding output must carry grad into checkpoints
     return model
+
+
+def total_steps(cfg: dict, examples: int) -> int:
+    """Optimizer steps of the whole run, as Trainer counts them (AdaLoRA's schedule needs it up front)."""
+    train = cfg["training"]
+    if train["max_steps"]:
+        return train["max_steps"]
+    batches = -(-examples // (train["micro_batch_size"] * cfg["world_size"]))
+    return train["epochs"] * max(batches // train["gradient_accumulation_steps"], 1)
 
 
 # ---------------------------------------------------------------- trainer
@@ -206,7 +225,7 @@ def training_arguments(cfg: dict, config_dir: Path) -> TrainingArguments:
         warmup_steps=train["warmup_steps"],
         lr_scheduler_type=train["lr_scheduler"],
         max_grad_norm=train["max_grad_norm"],
-        optim="adamw_torch_fused",  # one kernel for all LoRA tensors instead of ~10 small ops per tensor
+        optim=train["optim"],  # adamw_torch_fused (one kernel for all LoRA tensors), or bitsandbytes' 8-bit AdamW
         seed=train["seed"],
         data_seed=train["seed"],
         bf16=precision == "bf16",
@@ -350,12 +369,23 @@ def no_check(trainer: Trainer) -> None:
     return None
 
 
+def unquantized(cfg: dict, kwargs: dict) -> dict:
+    return kwargs
+
+
+def unprepared(model, cfg: dict):
+    return model
+
+
 @dataclass
 class Steps:
     """What a backend's parts change in the job: each part assigns its functions here, below them."""
 
     load_model: Callable[[dict, dict], Any] | None = None  # (cfg, from_pretrained kwargs) -> base model
     place_model: Callable[[dict, dict], dict] = unplaced  # (cfg, kwargs) -> kwargs with a device_map
+    quantize: Callable[[dict, dict], dict] = unquantized  # (cfg, kwargs) -> kwargs with a quantization_config
+    prepare_base: Callable[[Any, dict], Any] = unprepared  # (base model, cfg) -> model ready for adapters
+    lora_config: Callable[[dict], Any] = lora_config  # cfg -> the peft config
     add_adapters: Callable[[Any, dict], Any] = add_lora  # (base model, cfg) -> peft model
     engine_arguments: Callable[[dict, Path], dict] = no_engine  # (cfg, config dir) -> more TrainingArguments
     callbacks: list = field(default_factory=list)  # TrainerCallbacks besides progress and checkpoint commits
@@ -390,6 +420,7 @@ def run(config_path: Path, resume: bool) -> None:
         tokenizer.pad_token = tokenizer.eos_token
     dataset = build_dataset(cfg, tokenizer)  # every row is checked before the model is loaded
     log(f"{len(dataset)} examples from {cfg['data']['path']} ({cfg['data']['format']})")
+    cfg["training"]["total_steps"] = total_steps(cfg, len(dataset))
 
     args = training_arguments(cfg, config_path.parent)  # initialises torch.distributed when distributed
     model = STEPS.add_adapters(load_base_model(cfg), cfg)
@@ -530,7 +561,8 @@ def materialise_lora(model, default_device: str) -> None:
         if not isinstance(module, LoraLayer):
             continue
         for adapter in list(module.lora_A.keys()):
-            if module.lora_A[adapter].weight.device.type != "meta":
+            lora_a = module.lora_A[adapter]  # a Linear; AdaLoRA's is a bare Parameter
+            if getattr(lora_a, "weight", lora_a).device.type != "meta":
                 continue
             hook = getattr(module.get_base_layer(), "_hf_hook", None)
             device = getattr(hook, "execution_device", None) or default_device
