@@ -14,6 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from qcompile.backends.base import LAUNCH_VARIABLES
+
 TAIL_LINES = 25
 RANK_PREFIX = re.compile(r"^\[default(\d+)\]:(.*)$")
 FAILED_RANK = re.compile(r"failed \(exitcode: (-?\d+)\) local_rank: (\d+)")
@@ -26,6 +28,8 @@ LAUNCHERS = {
     "accelerate": ["-m", "accelerate.commands.accelerate_cli"],
 }
 SCRIPT_PYTHON = '"${PYTHON:-python3}"'
+VARIABLE = re.compile(r"\$\{[A-Z_]+\}")
+SAFE_AROUND_VARIABLES = re.compile(r"^[A-Za-z0-9_=:,./+-]*$")
 
 
 @dataclass
@@ -52,18 +56,35 @@ def job_env(backend_env: dict[str, str], base: dict[str, str] | None = None) -> 
     return env
 
 
-def resolve_argv(argv: list[str], resume: bool, python: str = sys.executable) -> list[str]:
-    """The command launch.sh runs for a backend's logical argv, with PYTHON set to `python`."""
+def resolve_argv(argv: list[str], resume: bool, python: str = sys.executable,
+                 values: dict[str, str] | None = None) -> list[str]:
+    """The command launch.sh runs for a backend's logical argv, with PYTHON set to `python` and the
+    launch-time variables (`${QCOMPILE_NODE_RANK}`, ...) replaced by `values` where given."""
     head = [python, *LAUNCHERS[argv[0]]] if argv[0] in LAUNCHERS else [argv[0]]
-    return head + list(argv[1:]) + (["--resume"] if resume else [])
+    known = values or {}
+    rest = [VARIABLE.sub(lambda m: known.get(m[0][2:-1], m[0]), arg) for arg in argv[1:]]
+    return head + rest + (["--resume"] if resume else [])
+
+
+def shell_word(arg: str) -> str:
+    """One argument for launch.sh: quoted, except that the launch-time variables a backend may name
+    expand (the text around them is restricted to characters that need no quoting)."""
+    names = VARIABLE.findall(arg)
+    if not names:
+        return shlex.quote(arg)
+    unknown = [n for n in names if n not in LAUNCH_VARIABLES]
+    if unknown or not SAFE_AROUND_VARIABLES.match(VARIABLE.sub("", arg)):
+        raise ValueError(f"launch argument {arg!r} names {unknown or 'variables'} with text launch.sh cannot "
+                         f"pass through; only {', '.join(LAUNCH_VARIABLES)} expand")
+    return f'"{arg}"'
 
 
 def shell_command(argv: list[str]) -> str:
     """launch.sh's command for a backend's argv: the interpreter stays "${PYTHON:-python3}", the rest is
     quoted for the shell."""
     if argv[0] not in LAUNCHERS:
-        return shlex.join(argv)
-    return " ".join([SCRIPT_PYTHON, shlex.join([*LAUNCHERS[argv[0]], *argv[1:]])])
+        return " ".join(shell_word(a) for a in argv)
+    return " ".join([SCRIPT_PYTHON, *(shell_word(a) for a in [*LAUNCHERS[argv[0]], *argv[1:]])])
 
 
 def launch_script_argv(resume: bool) -> list[str]:
@@ -72,12 +93,13 @@ def launch_script_argv(resume: bool) -> list[str]:
 
 
 def run_job(build_dir: Path, argv: list[str], env: dict[str, str],
-            echo: Callable[[str], None] = print) -> JobResult:
-    """Start the launcher in its own process group, echo every line, keep a tail per rank."""
+            echo: Callable[[str], None] = print, pass_fds: tuple[int, ...] = ()) -> JobResult:
+    """Start the launcher in its own process group, echo every line, keep a tail per rank. `pass_fds`
+    stay open in the launcher: the run lock's descriptor, so the lock lives as long as the job does."""
     tails: dict[int, deque] = {}
     failed_rank = None
     process = subprocess.Popen(argv, cwd=build_dir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               text=True, errors="replace", bufsize=1, start_new_session=True)
+                               text=True, errors="replace", bufsize=1, start_new_session=True, pass_fds=pass_fds)
     try:
         for line in process.stdout:
             line = line.rstrip("\n")
