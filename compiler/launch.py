@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from qcompile.backends.base import LAUNCH_VARIABLES
+from qcompile.errors import UserError
 
 TAIL_LINES = 25
 RANK_PREFIX = re.compile(r"^\[default(\d+)\]:(.*)$")
@@ -90,6 +91,36 @@ def shell_command(argv: list[str]) -> str:
 def launch_script_argv(resume: bool) -> list[str]:
     """How `qcompile run` and the tests start a build: its launch.sh, from the build directory."""
     return ["bash", "launch.sh", *(["--resume"] if resume else [])]
+
+
+def node_environment(spec, node_rank: int | None = None, master_addr: str | None = None,
+                     master_port: int | None = None, environ: dict[str, str] | None = None) -> dict[str, str]:
+    """NODE_RANK, MASTER_ADDR and MASTER_PORT for this node's launch.sh. Options win, then the environment
+    (NODE_RANK or SLURM_NODEID; MASTER_ADDR, or the first host of SLURM_JOB_NODELIST, which launch.sh
+    reads itself), then the spec's hardware.rendezvous. A job on several nodes without a node rank or an
+    address is refused here, before anything is written or launched."""
+    environ = os.environ if environ is None else environ
+    nodes = spec.hardware.nodes
+    hint = f"on node K (0..{nodes - 1}) run: qcompile run SPEC --node-rank K --master-addr <node 0's host>"
+    if nodes == 1:
+        if node_rank not in (None, 0):
+            raise UserError(f"--node-rank {node_rank}, but the spec runs on one node (hardware.nodes: 1)",
+                            "leave out --node-rank, or set hardware.nodes")
+        return {}
+    rank = str(node_rank) if node_rank is not None else environ.get("NODE_RANK") or environ.get("SLURM_NODEID")
+    if rank is None:
+        raise UserError(f"hardware.nodes is {nodes}, but this node's rank is not known (no --node-rank, "
+                        "NODE_RANK or SLURM_NODEID)", hint)
+    if not rank.isdigit() or int(rank) >= nodes:
+        raise UserError(f"node rank {rank} is not one of the job's nodes 0..{nodes - 1}", hint)
+    address = master_addr or environ.get("MASTER_ADDR")
+    if not address and not environ.get("SLURM_JOB_NODELIST"):
+        address = spec.hardware.rendezvous.address
+        if not address:
+            raise UserError(f"hardware.nodes is {nodes}, but no rendezvous address is known: the nodes would "
+                            "each wait on themselves", hint + ", or set MASTER_ADDR or hardware.rendezvous.address")
+    port = master_port or environ.get("MASTER_PORT") or spec.hardware.rendezvous.port
+    return {"NODE_RANK": str(int(rank)), **({"MASTER_ADDR": address} if address else {}), "MASTER_PORT": str(port)}
 
 
 def run_job(build_dir: Path, argv: list[str], env: dict[str, str],

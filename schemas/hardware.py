@@ -41,10 +41,10 @@ class HardwareSpec(Section):
     host_memory: ByteSize = Field(description="Host RAM of one node, e.g. 1007GB.")
     disk: ByteSize | None = Field(
         None, description="Free disk for offloaded parameters and checkpoints; null = unchecked.")
-    rendezvous: RendezvousSpec = Field(default_factory=RendezvousSpec, description="How the nodes of a "
-                                       "multi-node job find each other (ignored on one node).")
     time_limit: str = Field("24:00:00", pattern=r"^(\d+-)?\d{1,3}(:\d{2}){0,2}$", description="Wall-clock "
                             "limit of the SLURM job (slurm.sbatch's --time), e.g. 2-00:00:00.")
+    rendezvous: RendezvousSpec = Field(default_factory=RendezvousSpec, description="How the nodes of a "
+                                       "multi-node job find each other (ignored on one node).")
 
     @model_validator(mode="after")
     def _world_size(self):
