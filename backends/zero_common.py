@@ -17,7 +17,6 @@ from qcompile.schemas.units import format_bytes
 from .base import (
     MASTER_ADDR,
     MASTER_PORT,
-    NODE_RANK,
     RDZV_ENDPOINT,
     RDZV_ID,
     RDZV_IS_HOST,
@@ -83,7 +82,8 @@ def launch_argv(spec) -> list[str]:
     # node fails the job instead of a re-rendezvous: no restarts, and join_timeout bounds the start.
     rdzv = rendezvous_timeouts(spec)
     conf = ",".join([f"is_host={RDZV_IS_HOST}", *(f"{k}={v}" for k, v in rdzv.items())])
-    return [*argv, f"--nnodes={hw.nodes}", f"--node-rank={NODE_RANK}", "--rdzv-backend=c10d",
+    # c10d assigns ranks itself (torchrun ignores --node-rank with it); NODE_RANK decides who hosts the store.
+    return [*argv, f"--nnodes={hw.nodes}", "--rdzv-backend=c10d",
             f"--rdzv-endpoint={RDZV_ENDPOINT}", f"--rdzv-id={RDZV_ID}", f"--rdzv-conf={conf}",
             "--max-restarts=0", "--monitor-interval=1", *TRAIN_ARGV]
 

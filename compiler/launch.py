@@ -27,6 +27,7 @@ LAUNCHERS = {
     "python3": [],
     "torchrun": ["-m", "torch.distributed.run"],
     "accelerate": ["-m", "accelerate.commands.accelerate_cli"],
+    "deepspeed": ["-m", "deepspeed.launcher.runner"],
 }
 SCRIPT_PYTHON = '"${PYTHON:-python3}"'
 VARIABLE = re.compile(r"\$\{[A-Z_]+\}")
