@@ -16,7 +16,8 @@ class RendezvousSpec(Section):
     """Where the nodes of a multi-node job meet, and how long they wait for each other."""
 
     address: str | None = Field(
-        None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$", max_length=253, description="Host of node 0 that the other nodes join; MASTER_ADDR (or the first host of "
+        None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$", max_length=253,
+        description="Host of node 0 that the other nodes join; MASTER_ADDR (or the first host of "
         "SLURM_JOB_NODELIST) at launch wins. null: taken from the environment only.")
     port: int = Field(29500, ge=1, le=65535, description="Rendezvous TCP port on that host; MASTER_PORT at "
                       "launch wins.")

@@ -51,7 +51,8 @@ def launch(build: Path, tmp_path: Path, *args: str, **env: str) -> subprocess.Co
 
 
 def args_of(result: subprocess.CompletedProcess) -> dict[str, str]:
-    pairs = [line.removeprefix("arg=").split("=", 1) for line in result.stdout.splitlines() if line.startswith("arg=--")]
+    lines = [line for line in result.stdout.splitlines() if line.startswith("arg=--")]
+    pairs = [line.removeprefix("arg=").split("=", 1) for line in lines]
     return {p[0]: (p[1] if len(p) > 1 else "") for p in pairs}
 
 
@@ -69,8 +70,9 @@ def test_several_nodes_emit_slurm_hostfile_and_deepspeed_command_and_every_scrip
     hostfile = [line for line in (build / "hostfile").read_text().splitlines() if line and not line.startswith("#")]
     assert hostfile == ["node-0 slots=1", "node-1 slots=1"]
     deepspeed = (build / "launch_deepspeed.sh").read_text()
-    assert '-m deepspeed.launcher.runner --hostfile=hostfile --num_nodes=2 --num_gpus=1 "--master_addr=${MASTER_ADDR}"' \
-        in deepspeed and "--no_local_rank train.py --config train_config.json" in deepspeed
+    command = ('-m deepspeed.launcher.runner --hostfile=hostfile --num_nodes=2 --num_gpus=1 '
+               '"--master_addr=${MASTER_ADDR}"')
+    assert command in deepspeed and "--no_local_rank train.py --config train_config.json" in deepspeed
 
 
 def test_one_node_emits_no_cluster_files(tmp_path):
@@ -179,7 +181,8 @@ def test_node_environment_refuses(tmp_path, kwargs, environ, message):
 
 def test_node_environment_order(tmp_path):
     spec = spec_of(tmp_path, rendezvous={"address": "spec-host", "port": 1234})
-    assert node_environment(spec, 1, environ={}) == {"NODE_RANK": "1", "MASTER_ADDR": "spec-host", "MASTER_PORT": "1234"}
+    expected = {"NODE_RANK": "1", "MASTER_ADDR": "spec-host", "MASTER_PORT": "1234"}
+    assert node_environment(spec, 1, environ={}) == expected
     environ = {"NODE_RANK": "0", "MASTER_ADDR": "env-host", "MASTER_PORT": "99"}
     assert node_environment(spec, None, environ=environ) == {"NODE_RANK": "0", "MASTER_ADDR": "env-host",
                                                               "MASTER_PORT": "99"}
