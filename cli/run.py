@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import socket
 import sys
 from pathlib import Path
 
@@ -16,7 +17,14 @@ import click
 
 from qcompile.compiler.data_checks import data_diagnostics
 from qcompile.compiler.emit import emit_loaded
-from qcompile.compiler.launch import job_env, launch_script_argv, node_environment, resolve_argv, run_job
+from qcompile.compiler.launch import (
+    default_cache_dir,
+    job_env,
+    launch_script_argv,
+    node_environment,
+    resolve_argv,
+    run_job,
+)
 from qcompile.compiler.load import load_spec
 from qcompile.compiler.run_guard import begin_run, check_run
 
@@ -60,7 +68,11 @@ def run(spec: str, resume: bool, dry_run: bool, out_dir: str | None, force: bool
     result = emit_loaded(loaded, out_dir, force=force)
     print_diagnostics(loaded.warnings)
     build = result.build
-    env = job_env(build.env, {**os.environ, **node})
+    base = {**os.environ, **node}
+    if node and "TORCH_EXTENSIONS_DIR" not in base:  # JIT-built ops stay per machine and node
+        base["TORCH_EXTENSIONS_DIR"] = str(default_cache_dir() / "torch_extensions" /
+                                           f"{socket.gethostname()}-node{node['NODE_RANK']}")
+    env = job_env(build.env, base)
     argv = resolve_argv(build.argv, resume, values=launch_values(env))
     shown_env = {k: env[k] for k in sorted({*build.env, *node, "TORCH_EXTENSIONS_DIR"})}
     click.echo(f"build: {result.build_dir}/ (backend {build.backend})", err=True)

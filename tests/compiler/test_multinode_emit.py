@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -206,12 +207,16 @@ def test_qcompile_run_refuses_a_multi_node_job_without_an_address_before_writing
 
 def test_qcompile_run_dry_run_shows_the_node_launch(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("TORCH_EXTENSIONS_DIR", raising=False)
+    monkeypatch.delenv("QCOMPILE_CACHE_DIR", raising=False)
     spec = project(tmp_path)
     result = CliRunner().invoke(cli, ["run", str(spec), "--node-rank", "1", "--master-addr", "10.1.1.1",
                                       "--master-port", "7777", "--dry-run"])
     assert result.exit_code == 0, result.output
     assert "NODE_RANK=1" in result.output and "MASTER_ADDR=10.1.1.1" in result.output
     assert "--rdzv-endpoint=10.1.1.1:7777" in result.output and "is_host=0" in result.output
+    cache = re.search(r"TORCH_EXTENSIONS_DIR=(\S+)", result.output)[1]
+    assert cache.startswith(f"{tmp_path}/.cache/torch_extensions/") and cache.endswith("-node1")
 
 
 # ----------------------------------------------------------------- portable paths
