@@ -22,6 +22,12 @@ if TYPE_CHECKING:
 
 # Every generated job is started the same way from its build directory.
 TRAIN_ARGV = ["train.py", "--config", "train_config.json"]
+# Values only known on each node at launch; a backend's launch argv may name them and launch.sh sets them
+# from NODE_RANK/MASTER_ADDR/MASTER_PORT (or SLURM's variables) before it starts the launcher.
+NODE_RANK, RDZV_ENDPOINT, RDZV_ID, RDZV_IS_HOST = (
+    "${QCOMPILE_NODE_RANK}", "${QCOMPILE_RDZV_ENDPOINT}", "${QCOMPILE_RDZV_ID}", "${QCOMPILE_RDZV_IS_HOST}")
+MASTER_ADDR, MASTER_PORT = "${MASTER_ADDR}", "${MASTER_PORT}"
+LAUNCH_VARIABLES = (NODE_RANK, RDZV_ENDPOINT, RDZV_ID, RDZV_IS_HOST, MASTER_ADDR, MASTER_PORT)
 
 
 @dataclass(frozen=True)
@@ -88,6 +94,11 @@ class Backend(Protocol):
 
     def launch_env(self, spec: Spec) -> dict[str, str]:
         """Environment the launcher needs beyond the caller's (e.g. DS_ACCELERATOR=cpu)."""
+
+    def hostfile_argv(self, spec: Spec) -> list[str] | None:
+        """The DeepSpeed launcher's command equivalent to launch_argv on `hardware.nodes` nodes, run from the
+        build directory with the emitted `hostfile` (MASTER_ADDR/MASTER_PORT set); None when the backend
+        cannot be started that way."""
 
 
 REQUIRED = tuple(name for name in Backend.__annotations__) + tuple(

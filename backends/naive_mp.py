@@ -74,5 +74,8 @@ class NaiveModelParallel:
     def launch_env(self, spec) -> dict[str, str]:
         return cpu_env(spec)
 
+    def hostfile_argv(self, spec) -> None:
+        return None  # one process on one node
+
 
 NAIVE_MODEL_PARALLEL = NaiveModelParallel()

@@ -95,5 +95,8 @@ class Offload:
     def launch_env(self, spec) -> dict[str, str]:
         return cpu_env(spec)
 
+    def hostfile_argv(self, spec) -> None:
+        return None  # one process on one node
+
 
 OFFLOAD = Offload()

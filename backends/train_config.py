@@ -1,8 +1,13 @@
-"""train_config.json: every value the generated train.py reads, with paths made absolute
-(relative spec paths resolve against the spec's folder), so the build runs from anywhere."""
+"""train_config.json: every value the generated train.py reads.
+
+Paths are portable: when the build directory and a path both lie inside the spec's folder, the path is
+written relative to the build directory ("./x" or "../x"; train.py resolves it against its config's
+folder), so that folder can be copied or moved as a whole, or mounted elsewhere on each node. Other paths
+are absolute. At launch QCOMPILE_MODEL_PATH, QCOMPILE_DATA_PATH and QCOMPILE_OUTPUT_DIR override them."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from qcompile.compiler.planner.memory import resolve_targets
@@ -20,11 +25,28 @@ def resolve_model(name: str, spec_dir: Path) -> str:
     return name
 
 
-def build_train_config(ctx) -> dict:
-    """train_config.json for a compile context narrowed to its backend."""
+def portable(path: str, spec_dir: Path, build_dir: Path | None) -> str:
+    """`path` (absolute) relative to the build directory when both lie inside the spec's folder."""
+    if build_dir is None or not os.path.isabs(path):
+        return path
+    root = Path(spec_dir).resolve()
+    build = Path(os.path.abspath(build_dir))
+    try:
+        Path(path).relative_to(root)
+        build.relative_to(root)
+    except ValueError:
+        return path
+    relative = os.path.relpath(path, build)
+    return relative if relative.startswith("..") else "./" + relative
+
+
+def build_train_config(ctx, build_dir: str | Path | None = None) -> dict:
+    """train_config.json for a compile context narrowed to its backend, to be written into `build_dir`
+    (None: every path absolute)."""
     spec, spec_dir, backend = ctx.spec, ctx.spec_dir, ctx.backend
     model, lora, training = spec.model, spec.lora, spec.training
-    model_path = resolve_model(model.name, spec_dir)
+    build = Path(build_dir) if build_dir is not None else None
+    model_path = portable(resolve_model(model.name, spec_dir), spec_dir, build)
     config = {
         "accelerator": spec.hardware.accelerator,
         "world_size": spec.hardware.nodes * backend.processes(spec),
@@ -44,7 +66,8 @@ def build_train_config(ctx) -> dict:
             "layers": list(lora.layers) if lora.layers is not None else None,
         },
         "strategies": {},
-        "data": {"path": str(resolve_path(spec.data.path, spec_dir)), "format": spec.data.format},
+        "data": {"path": portable(str(resolve_path(spec.data.path, spec_dir)), spec_dir, build),
+                 "format": spec.data.format},
         "training": {
             "micro_batch_size": training.micro_batch_size,
             "gradient_accumulation_steps": training.gradient_accumulation_steps,
@@ -56,11 +79,14 @@ def build_train_config(ctx) -> dict:
             "lr_scheduler": training.lr_scheduler,
             "max_grad_norm": MAX_GRAD_NORM,
             "seed": training.seed,
-            "output_dir": str(resolve_output_dir(spec, spec_dir)),
+            "output_dir": portable(str(resolve_output_dir(spec, spec_dir)), spec_dir, build),
             "save_steps": training.save_steps,
             "logging_steps": training.logging_steps,
         },
     }
+    folder = config["backend"].get("offload_folder")
+    if isinstance(folder, str):
+        config["backend"]["offload_folder"] = portable(folder, spec_dir, build)
     for strategy in STRATEGIES:
         for section, values in strategy.train_config(spec).items():
             config[section].update(values)

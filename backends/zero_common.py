@@ -14,7 +14,16 @@ from qcompile.compiler.planner.memory import Context, DeviceUse, HostUse
 from qcompile.schemas._base import Section
 from qcompile.schemas.units import format_bytes
 
-from .base import TRAIN_ARGV, Accepts, cpu_env
+from .base import (
+    MASTER_ADDR,
+    MASTER_PORT,
+    RDZV_ENDPOINT,
+    RDZV_ID,
+    RDZV_IS_HOST,
+    TRAIN_ARGV,
+    Accepts,
+    cpu_env,
+)
 from .zero_memory import zero_placement
 
 MAX_GRAD_NORM = 1.0
@@ -65,12 +74,33 @@ def accelerate_config(spec, zero3_init: bool) -> dict:
 
 
 def launch_argv(spec) -> list[str]:
-    argv = ["torchrun", f"--nproc-per-node={spec.hardware.devices_per_node}", "--tee=3"]  # tee: rank-prefixed lines
-    if spec.hardware.nodes > 1:
-        argv += [f"--nnodes={spec.hardware.nodes}", "--rdzv-backend=c10d"]
-    else:
-        argv += ["--standalone"]
-    return argv + TRAIN_ARGV
+    hw = spec.hardware
+    argv = ["torchrun", f"--nproc-per-node={hw.devices_per_node}", "--tee=3"]  # tee: rank-prefixed lines
+    if hw.nodes == 1:
+        return [*argv, "--standalone", *TRAIN_ARGV]
+    # One torchrun agent per node, meeting over c10d at node 0 (which hosts the store, is_host). A lost
+    # node fails the job instead of a re-rendezvous: no restarts, and join_timeout bounds the start.
+    rdzv = rendezvous_timeouts(spec)
+    conf = ",".join([f"is_host={RDZV_IS_HOST}", *(f"{k}={v}" for k, v in rdzv.items())])
+    # c10d assigns ranks itself (torchrun ignores --node-rank with it); NODE_RANK decides who hosts the store.
+    return [*argv, f"--nnodes={hw.nodes}", "--rdzv-backend=c10d",
+            f"--rdzv-endpoint={RDZV_ENDPOINT}", f"--rdzv-id={RDZV_ID}", f"--rdzv-conf={conf}",
+            "--max-restarts=0", "--monitor-interval=1", *TRAIN_ARGV]
+
+
+def rendezvous_timeouts(spec) -> dict[str, int]:
+    """torchrun's rendezvous settings, every one explicit: nodes wait join_timeout for each other; the
+    agents' keep-alives to the store go every 5 s and give up after 3 misses."""
+    join = spec.hardware.rendezvous.join_timeout
+    return {"join_timeout": join, "last_call_timeout": min(30, join), "close_timeout": 30,
+            "heartbeat": 30, "keep_alive_interval": 5, "keep_alive_max_attempt": 3, "read_timeout": 60}
+
+
+def hostfile_argv(spec) -> list[str] | None:
+    """The DeepSpeed launcher (pdsh/ssh) on the emitted hostfile: the same job as launch.sh on every node."""
+    hw = spec.hardware
+    return ["deepspeed", "--hostfile=hostfile", f"--num_nodes={hw.nodes}", f"--num_gpus={hw.devices_per_node}",
+            f"--master_addr={MASTER_ADDR}", f"--master_port={MASTER_PORT}", "--no_local_rank", *TRAIN_ARGV]
 
 
 def launch_env(spec) -> dict[str, str]:
@@ -136,10 +166,14 @@ class ZeroBackend:
         return accelerate_config(spec, zero3_init=self.stage == 3)
 
     def train_config(self, ctx) -> dict:
-        return {"ds_config": "ds_config.json"}
+        # peer_timeout: how long a collective waits on a silent peer (torch.distributed's timeout)
+        return {"ds_config": "ds_config.json", "peer_timeout_s": ctx.spec.hardware.rendezvous.peer_timeout}
 
     def launch_argv(self, spec) -> list[str]:
         return launch_argv(spec)
 
     def launch_env(self, spec) -> dict[str, str]:
         return launch_env(spec)
+
+    def hostfile_argv(self, spec) -> list[str]:
+        return hostfile_argv(spec)

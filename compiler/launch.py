@@ -15,6 +15,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from qcompile.backends.base import LAUNCH_VARIABLES
+from qcompile.errors import UserError
+
 TAIL_LINES = 25
 RANK_PREFIX = re.compile(r"^\[default(\d+)\]:(.*)$")
 FAILED_RANK = re.compile(r"failed \(exitcode: (-?\d+)\) local_rank: (\d+)")
@@ -25,8 +28,11 @@ LAUNCHERS = {
     "python3": [],
     "torchrun": ["-m", "torch.distributed.run"],
     "accelerate": ["-m", "accelerate.commands.accelerate_cli"],
+    "deepspeed": ["-m", "deepspeed.launcher.runner"],
 }
 SCRIPT_PYTHON = '"${PYTHON:-python3}"'
+VARIABLE = re.compile(r"\$\{[A-Z_]+\}")
+SAFE_AROUND_VARIABLES = re.compile(r"^[A-Za-z0-9_=:,./+-]*$")
 
 
 # (pattern in the failed rank's last lines, what it most likely means), first match wins
@@ -77,18 +83,35 @@ def job_env(backend_env: dict[str, str], base: dict[str, str] | None = None) -> 
     return env
 
 
-def resolve_argv(argv: list[str], resume: bool, python: str = sys.executable) -> list[str]:
-    """The command launch.sh runs for a backend's logical argv, with PYTHON set to `python`."""
+def resolve_argv(argv: list[str], resume: bool, python: str = sys.executable,
+                 values: dict[str, str] | None = None) -> list[str]:
+    """The command launch.sh runs for a backend's logical argv, with PYTHON set to `python` and the
+    launch-time variables (`${QCOMPILE_NODE_RANK}`, ...) replaced by `values` where given."""
     head = [python, *LAUNCHERS[argv[0]]] if argv[0] in LAUNCHERS else [argv[0]]
-    return head + list(argv[1:]) + (["--resume"] if resume else [])
+    known = values or {}
+    rest = [VARIABLE.sub(lambda m: known.get(m[0][2:-1], m[0]), arg) for arg in argv[1:]]
+    return head + rest + (["--resume"] if resume else [])
+
+
+def shell_word(arg: str) -> str:
+    """One argument for launch.sh: quoted, except that the launch-time variables a backend may name
+    expand (the text around them is restricted to characters that need no quoting)."""
+    names = VARIABLE.findall(arg)
+    if not names:
+        return shlex.quote(arg)
+    unknown = [n for n in names if n not in LAUNCH_VARIABLES]
+    if unknown or not SAFE_AROUND_VARIABLES.match(VARIABLE.sub("", arg)):
+        raise ValueError(f"launch argument {arg!r} names {unknown or 'variables'} with text launch.sh cannot "
+                         f"pass through; only {', '.join(LAUNCH_VARIABLES)} expand")
+    return f'"{arg}"'
 
 
 def shell_command(argv: list[str]) -> str:
     """launch.sh's command for a backend's argv: the interpreter stays "${PYTHON:-python3}", the rest is
     quoted for the shell."""
     if argv[0] not in LAUNCHERS:
-        return shlex.join(argv)
-    return " ".join([SCRIPT_PYTHON, shlex.join([*LAUNCHERS[argv[0]], *argv[1:]])])
+        return " ".join(shell_word(a) for a in argv)
+    return " ".join([SCRIPT_PYTHON, *(shell_word(a) for a in [*LAUNCHERS[argv[0]], *argv[1:]])])
 
 
 def launch_script_argv(resume: bool) -> list[str]:
@@ -96,14 +119,45 @@ def launch_script_argv(resume: bool) -> list[str]:
     return ["bash", "launch.sh", *(["--resume"] if resume else [])]
 
 
+def node_environment(spec, node_rank: int | None = None, master_addr: str | None = None,
+                     master_port: int | None = None, environ: dict[str, str] | None = None) -> dict[str, str]:
+    """NODE_RANK, MASTER_ADDR and MASTER_PORT for this node's launch.sh. Options win, then the environment
+    (NODE_RANK or SLURM_NODEID; MASTER_ADDR, or the first host of SLURM_JOB_NODELIST, which launch.sh
+    reads itself), then the spec's hardware.rendezvous. A job on several nodes without a node rank or an
+    address is refused here, before anything is written or launched."""
+    environ = os.environ if environ is None else environ
+    nodes = spec.hardware.nodes
+    hint = f"on node K (0..{nodes - 1}) run: qcompile run SPEC --node-rank K --master-addr <node 0's host>"
+    if nodes == 1:
+        if node_rank not in (None, 0):
+            raise UserError(f"--node-rank {node_rank}, but the spec runs on one node (hardware.nodes: 1)",
+                            "leave out --node-rank, or set hardware.nodes")
+        return {}
+    rank = str(node_rank) if node_rank is not None else environ.get("NODE_RANK") or environ.get("SLURM_NODEID")
+    if rank is None:
+        raise UserError(f"hardware.nodes is {nodes}, but this node's rank is not known (no --node-rank, "
+                        "NODE_RANK or SLURM_NODEID)", hint)
+    if not rank.isdigit() or int(rank) >= nodes:
+        raise UserError(f"node rank {rank} is not one of the job's nodes 0..{nodes - 1}", hint)
+    address = master_addr or environ.get("MASTER_ADDR")
+    if not address and not environ.get("SLURM_JOB_NODELIST"):
+        address = spec.hardware.rendezvous.address
+        if not address:
+            raise UserError(f"hardware.nodes is {nodes}, but no rendezvous address is known: the nodes would "
+                            "each wait on themselves", hint + ", or set MASTER_ADDR or hardware.rendezvous.address")
+    port = master_port or environ.get("MASTER_PORT") or spec.hardware.rendezvous.port
+    return {"NODE_RANK": str(int(rank)), **({"MASTER_ADDR": address} if address else {}), "MASTER_PORT": str(port)}
+
+
 def run_job(build_dir: Path, argv: list[str], env: dict[str, str],
-            echo: Callable[[str], None] = print) -> JobResult:
+            echo: Callable[[str], None] = print, pass_fds: tuple[int, ...] = ()) -> JobResult:
     """Start the launcher in its own process group, echo every line, keep a tail per rank. Once a worker
-    has failed, the launcher's own lines (its traceback, its summary) are kept but not echoed."""
+    has failed, the launcher's own lines (its traceback, its summary) are kept but not echoed. `pass_fds`
+    stay open in the launcher: the run lock's descriptor, so the lock lives as long as the job does."""
     tails: dict[int, deque] = {}
     failed_rank = None
     process = subprocess.Popen(argv, cwd=build_dir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               text=True, errors="replace", bufsize=1, start_new_session=True)
+                               text=True, errors="replace", bufsize=1, start_new_session=True, pass_fds=pass_fds)
     try:
         for line in process.stdout:
             line = line.rstrip("\n")

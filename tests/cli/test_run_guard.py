@@ -48,9 +48,9 @@ def fake_job(monkeypatch):
     """Stands in for the launcher: records whether the run's lock was held while the job ran."""
     seen = []
 
-    def job(build_dir, argv, env, echo=print):
+    def job(build_dir, argv, env, echo=print, pass_fds=()):
         config = json.loads((Path(build_dir) / "train_config.json").read_text())
-        out = Path(config["training"]["output_dir"])
+        out = (Path(build_dir) / config["training"]["output_dir"]).resolve()  # relative to the build
         seen.append({"holder": _lock_holder(out), "marker": read_marker(out), "argv": argv})
         return JobResult(0, None, [])
 

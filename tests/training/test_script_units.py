@@ -185,7 +185,7 @@ def test_resume_discards_only_interrupted_newer_checkpoints(tmp_path):
 def test_deepspeed_part_points_trainer_at_the_ds_config_and_refuses_to_train_without_it(tmp_path):
     config = job_config(tmp_path, "zero3-cpu.yaml")
     arguments = deepspeed.deepspeed_arguments(config, tmp_path)
-    assert arguments == {"deepspeed": str(tmp_path / "ds_config.json"), "ddp_backend": "gloo"}
+    assert arguments == {"deepspeed": str(tmp_path / "ds_config.json"), "ddp_backend": "gloo", "ddp_timeout": 600}
     (tmp_path / "ds_config.json").write_text(json.dumps({"zero_optimization": {"stage": 3}}))
     plain = SimpleNamespace(is_deepspeed_enabled=False, args=SimpleNamespace(deepspeed=arguments["deepspeed"]))
     with pytest.raises(core.JobError, match="refusing to train without ZeRO-3"):

@@ -12,6 +12,7 @@ import argparse
 import json
 import math
 import os
+import re
 import shutil
 import sys
 import time
@@ -393,9 +394,28 @@ STEPS = Steps()
 
 # ---------------------------------------------------------------- main
 
+# Paths in train_config.json, and the variables that override them at launch (a build copied elsewhere).
+PATHS = (("model", "path", "QCOMPILE_MODEL_PATH"), ("model", "tokenizer", "QCOMPILE_MODEL_PATH"),
+         ("data", "path", "QCOMPILE_DATA_PATH"), ("training", "output_dir", "QCOMPILE_OUTPUT_DIR"),
+         ("backend", "offload_folder", None))
+
+
+def read_config(config_path: Path) -> dict:
+    """train_config.json with its paths made absolute: "./x" and "../x" are relative to the folder of the
+    config (the build directory), and QCOMPILE_MODEL_PATH/_DATA_PATH/_OUTPUT_DIR replace them when set."""
+    cfg = json.loads(config_path.read_text(encoding="utf-8"))
+    for section, key, variable in PATHS:
+        if key not in cfg[section]:
+            continue
+        value = (os.environ.get(variable) if variable else None) or cfg[section][key]
+        if isinstance(value, str) and value.startswith(("./", "../")):
+            value = str((config_path.parent / value).resolve())
+        cfg[section][key] = value
+    return cfg
+
 
 def run(config_path: Path, resume: bool) -> None:
-    cfg = json.loads(config_path.read_text(encoding="utf-8"))
+    cfg = read_config(config_path)
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size != cfg["world_size"]:
         raise JobError(f"launched with {world_size} processes but the spec asks for {cfg['world_size']}; "
@@ -469,13 +489,22 @@ def leave_process_group() -> None:
 
 
 # ================================================================ deepspeed
-# DeepSpeed ZeRO as HF Trainer's engine, configured by the ds_config.json next to this script.
+# DeepSpeed ZeRO as HF Trainer's engine, configured by the ds_config.json next to this script; on
+# several nodes, a lost node is named when a collective fails on it.
+
+
+# How gloo and NCCL say that a peer vanished (its process died, or it stayed silent past the timeout).
+PEER_LOST = re.compile(r"Connection closed by peer|Connection reset by peer|Broken pipe|[Tt]imed? ?out|"
+                       r"NCCL communicator was aborted|remote process exited")
+PEER_ADDRESS = re.compile(r"\[([0-9A-Za-z:.-]+)\]:(\d+)")
 
 
 def deepspeed_arguments(cfg: dict, config_dir: Path) -> dict:
     return {
         "deepspeed": str(config_dir / cfg["backend"]["ds_config"]),
         "ddp_backend": "gloo" if cfg["accelerator"] == "cpu" else None,
+        # a collective waiting on a silent peer (a lost node whose connections stay open) fails after this
+        "ddp_timeout": cfg["backend"]["peer_timeout_s"],
     }
 
 
@@ -487,8 +516,32 @@ def require_deepspeed(trainer: Trainer) -> None:
         raise JobError(f"DeepSpeed is not active (is ACCELERATE_USE_CPU set?); refusing to train without ZeRO-{stage}")
 
 
+def lost_node_message(error: BaseException, environ=os.environ) -> str | None:
+    """One line naming the node this rank lost, for a multi-node job whose collective failed on a peer."""
+    per_node = int(environ.get("LOCAL_WORLD_SIZE", "0") or 0)
+    nodes = int(environ.get("WORLD_SIZE", "1")) // per_node if per_node else 1
+    text = str(error)
+    if nodes < 2 or not PEER_LOST.search(text):
+        return None
+    me = environ.get("NODE_RANK", environ.get("GROUP_RANK", "?"))
+    others = [str(n) for n in range(nodes) if str(n) != me]
+    lost = f"node {others[0]}" if len(others) == 1 else f"one of nodes {', '.join(others)}"
+    peer = PEER_ADDRESS.search(text)
+    where = f" (peer {peer[1]}:{peer[2]})" if peer else ""
+    return (f"error: node {me} lost contact with {lost}{where}: that node stopped or its network failed; "
+            "start the job again with --resume on every node")
+
+
+def report_lost_node(kind, value, traceback) -> None:
+    sys.__excepthook__(kind, value, traceback)
+    message = lost_node_message(value)
+    if message is not None:
+        print(message, file=sys.stderr, flush=True)
+
+
 STEPS.engine_arguments = deepspeed_arguments
 STEPS.check_trainer = require_deepspeed
+sys.excepthook = report_lost_node
 
 
 # ================================================================ staggered_load

@@ -397,9 +397,28 @@ STEPS = Steps()
 
 # ---------------------------------------------------------------- main
 
+# Paths in train_config.json, and the variables that override them at launch (a build copied elsewhere).
+PATHS = (("model", "path", "QCOMPILE_MODEL_PATH"), ("model", "tokenizer", "QCOMPILE_MODEL_PATH"),
+         ("data", "path", "QCOMPILE_DATA_PATH"), ("training", "output_dir", "QCOMPILE_OUTPUT_DIR"),
+         ("backend", "offload_folder", None))
+
+
+def read_config(config_path: Path) -> dict:
+    """train_config.json with its paths made absolute: "./x" and "../x" are relative to the folder of the
+    config (the build directory), and QCOMPILE_MODEL_PATH/_DATA_PATH/_OUTPUT_DIR replace them when set."""
+    cfg = json.loads(config_path.read_text(encoding="utf-8"))
+    for section, key, variable in PATHS:
+        if key not in cfg[section]:
+            continue
+        value = (os.environ.get(variable) if variable else None) or cfg[section][key]
+        if isinstance(value, str) and value.startswith(("./", "../")):
+            value = str((config_path.parent / value).resolve())
+        cfg[section][key] = value
+    return cfg
+
 
 def run(config_path: Path, resume: bool) -> None:
-    cfg = json.loads(config_path.read_text(encoding="utf-8"))
+    cfg = read_config(config_path)
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size != cfg["world_size"]:
         raise JobError(f"launched with {world_size} processes but the spec asks for {cfg['world_size']}; "
