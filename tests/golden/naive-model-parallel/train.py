@@ -539,7 +539,8 @@ def materialise_lora(model, default_device: str) -> None:
         if not isinstance(module, LoraLayer):
             continue
         for adapter in list(module.lora_A.keys()):
-            if module.lora_A[adapter].weight.device.type != "meta":
+            lora_a = module.lora_A[adapter]  # a Linear; AdaLoRA's is a bare Parameter
+            if getattr(lora_a, "weight", lora_a).device.type != "meta":
                 continue
             hook = getattr(module.get_base_layer(), "_hf_hook", None)
             device = getattr(hook, "execution_device", None) or default_device
