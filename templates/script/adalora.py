@@ -3,6 +3,7 @@ run's total steps (known once the data is read); its rank allocator runs after e
 before the gradients are cleared, and its importance scores and rank pattern are saved with each
 checkpoint so that a resumed run prunes as the uninterrupted one would."""
 
+import os
 from pathlib import Path
 
 import torch
@@ -63,9 +64,11 @@ class AllocateRanks(TrainerCallback):
         if rank() != 0:
             return
         allocator = tuner(model).rankallocator
+        target = Path(args.output_dir) / f"checkpoint-{state.global_step}" / ALLOCATOR_STATE
+        temporary = target.with_name(target.name + ".tmp")
         torch.save({"ipt": allocator.ipt, "exp_avg_ipt": allocator.exp_avg_ipt, "exp_avg_unc": allocator.exp_avg_unc,
-                    "rank_pattern": self.pattern},
-                   Path(args.output_dir) / f"checkpoint-{state.global_step}" / ALLOCATOR_STATE)
+                    "rank_pattern": self.pattern}, temporary)
+        os.replace(temporary, target)
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
         saved = Path(args.output_dir) / f"checkpoint-{state.global_step}" / ALLOCATOR_STATE
