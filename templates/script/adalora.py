@@ -3,6 +3,7 @@ run's total steps (known once the data is read); its rank allocator runs after e
 before the gradients are cleared, and its importance scores and rank pattern are saved with each
 checkpoint so that a resumed run prunes as the uninterrupted one would."""
 
+import os
 from pathlib import Path
 
 import torch
@@ -42,18 +43,32 @@ def adalora_config(cfg: dict) -> AdaLoraConfig:
 
 
 class AllocateRanks(TrainerCallback):
-    """update_and_allocate after each optimizer step (Trainer clears the gradients after this hook)."""
+    """update_and_allocate after each optimizer step (Trainer clears the gradients after this hook).
+    Between steps the rank pattern is kept here, not in peft's config: peft would otherwise save each
+    checkpoint's adapters already cut to it, which a resumed full-rank model cannot load. The final
+    adapter is saved with the pattern (pruned shapes and rank_pattern, a standard AdaLoRA folder)."""
+
+    def __init__(self):
+        self.pattern = None
 
     def on_optimizer_step(self, args, state, control, model=None, **kwargs):
+        config = tuner(model).peft_config["default"]
+        config.rank_pattern = self.pattern
         tuner(model).update_and_allocate(state.global_step)
+        self.pattern, config.rank_pattern = config.rank_pattern, None
+
+    def on_train_end(self, args, state, control, model=None, **kwargs):
+        tuner(model).peft_config["default"].rank_pattern = self.pattern
 
     def on_save(self, args, state, control, model=None, **kwargs):
         if rank() != 0:
             return
-        allocator, config = tuner(model).rankallocator, tuner(model).peft_config["default"]
+        allocator = tuner(model).rankallocator
+        target = Path(args.output_dir) / f"checkpoint-{state.global_step}" / ALLOCATOR_STATE
+        temporary = target.with_name(target.name + ".tmp")
         torch.save({"ipt": allocator.ipt, "exp_avg_ipt": allocator.exp_avg_ipt, "exp_avg_unc": allocator.exp_avg_unc,
-                    "rank_pattern": config.rank_pattern},
-                   Path(args.output_dir) / f"checkpoint-{state.global_step}" / ALLOCATOR_STATE)
+                    "rank_pattern": self.pattern}, temporary)
+        os.replace(temporary, target)
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
         saved = Path(args.output_dir) / f"checkpoint-{state.global_step}" / ALLOCATOR_STATE
@@ -63,7 +78,7 @@ class AllocateRanks(TrainerCallback):
         allocator = tuner(model).rankallocator
         allocator.ipt, allocator.exp_avg_ipt = data["ipt"], data["exp_avg_ipt"]
         allocator.exp_avg_unc = data["exp_avg_unc"]
-        tuner(model).peft_config["default"].rank_pattern = data["rank_pattern"]
+        self.pattern = data["rank_pattern"]
 
 
 def tuner(model):

@@ -47,8 +47,9 @@ def nf4_runs(tmp_path_factory):
     """The same 4-bit job with 8-bit AdamW and with fp32 AdamW (r 64: most tensors reach min_8bit_size)."""
     tmp = tmp_path_factory.mktemp("nf4")
     lora = {"r": 64, "alpha": 64, "layers": None, "target_modules": "all-linear"}
-    eight = run(tmp, "adamw_8bit", model=Q4, lora=lora, training={"optimizer": "adamw_8bit"})
-    full = run(tmp, "adamw", model=Q4, lora=lora, training={"optimizer": "adamw"})
+    steps = {"max_steps": 4, "save_steps": 4}
+    eight = run(tmp, "adamw_8bit", model=Q4, lora=lora, training={"optimizer": "adamw_8bit", **steps})
+    full = run(tmp, "adamw", model=Q4, lora=lora, training={"optimizer": "adamw", **steps})
     return eight, full
 
 
@@ -64,7 +65,7 @@ def test_4bit_nf4_base_trains_and_its_adapter_serves_on_the_full_precision_base(
 
 def test_adamw_8bit_keeps_8bit_states_and_converges_like_adamw(nf4_runs):
     (_, out), (_, out_full) = nf4_runs
-    state = torch.load(out / "checkpoints" / "checkpoint-6" / "optimizer.pt", map_location="cpu", weights_only=False)
+    state = torch.load(out / "checkpoints" / "checkpoint-4" / "optimizer.pt", map_location="cpu", weights_only=False)
     # bitsandbytes keeps its 8-bit entries (state1/2, absmax, qmaps) under one key of each tensor's state
     entries = [s.get("__bnb_optimizer_quant_state__", s) for s in state["state"].values()]
     kinds = {(s["state1"].dtype, s["state1"].numel() >= 4096) for s in entries}

@@ -450,7 +450,8 @@ def run(config_path: Path, resume: bool) -> None:
         args=args,
         train_dataset=dataset,
         data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100),
-        callbacks=[Progress(output_dir / "metrics.jsonl"), StopOnNonFinite(), CommitCheckpoint(), *STEPS.callbacks],
+        # the commit marker last: a part's on_save (e.g. AdaLoRA's allocator state) is inside the commit
+        callbacks=[Progress(output_dir / "metrics.jsonl"), StopOnNonFinite(), *STEPS.callbacks, CommitCheckpoint()],
     )
     trainer.remove_callback(PrinterCallback)  # Progress prints the same, with tokens/s and ETA
     STEPS.check_trainer(trainer)
