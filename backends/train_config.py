@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from qcompile.schemas.data import NAMED_TEMPLATES
 from qcompile.strategies import STRATEGIES
 
 from .base import resolve_output_dir, resolve_path
@@ -17,6 +18,28 @@ def resolve_model(name: str, spec_dir: Path) -> str:
     if candidate.exists() or name.startswith((".", "/", "~")):
         return str(candidate)
     return name
+
+
+def data_config(data, spec_dir: Path) -> dict:
+    """The data section: local paths absolute, the column mapping as {format field: file column}."""
+    local = lambda path: None if path is None else str(resolve_path(path, spec_dir))  # noqa: E731
+    chat_template = data.chat_template
+    if chat_template is not None and chat_template not in NAMED_TEMPLATES:
+        chat_template = local(chat_template)
+    return {
+        "path": local(data.path),
+        "hub_id": data.hub_id,
+        "split": data.split,
+        "subset": data.subset,
+        "revision": data.revision,
+        "format": data.format,
+        "columns": data.columns.mapping() if data.columns is not None else {},
+        "eval_fraction": data.eval_fraction,
+        "eval_path": local(data.eval_path),
+        "has_eval": data.has_eval,
+        "packing": data.packing,
+        "chat_template": chat_template,
+    }
 
 
 def build_train_config(ctx) -> dict:
@@ -43,7 +66,7 @@ def build_train_config(ctx) -> dict:
             "layers": list(lora.layers) if lora.layers is not None else None,
         },
         "strategies": {},
-        "data": {"path": str(resolve_path(spec.data.path, spec_dir)), "format": spec.data.format},
+        "data": data_config(spec.data, spec_dir),
         "training": {
             "micro_batch_size": training.micro_batch_size,
             "gradient_accumulation_steps": training.gradient_accumulation_steps,
@@ -58,6 +81,7 @@ def build_train_config(ctx) -> dict:
             "output_dir": str(resolve_output_dir(spec, spec_dir)),
             "save_steps": training.save_steps,
             "logging_steps": training.logging_steps,
+            "eval_steps": training.eval_steps,
         },
     }
     for strategy in STRATEGIES:
