@@ -105,11 +105,13 @@ def chat_template(data: dict) -> str | None:
         raise JobError(f"data.chat_template: cannot read {name}: {exc.strerror or exc}") from None
 
 
-def render_chat(tokenizer, messages: list, template: str | None = None) -> str:
+def render_chat(tokenizer, messages: list, template: str | None = None, prompt: bool = False) -> str:
+    """The conversation as text; prompt=True adds the assistant header that precedes a reply."""
     template = template or tokenizer.chat_template
     if template:
-        return tokenizer.apply_chat_template(messages, chat_template=template, tokenize=False)
-    return "".join(f"<|{m['role']}|>\n{m['content']}\n" for m in messages)
+        return tokenizer.apply_chat_template(messages, chat_template=template, tokenize=False,
+                                             add_generation_prompt=prompt)
+    return "".join(f"<|{m['role']}|>\n{m['content']}\n" for m in messages) + ("<|assistant|>\n" if prompt else "")
 
 
 def encode(tokenizer, row: dict, fmt: str, max_len: int, template: str | None = None) -> dict:
@@ -122,12 +124,17 @@ def encode(tokenizer, row: dict, fmt: str, max_len: int, template: str | None = 
         pieces = [(prompt.format(instruction=row["instruction"], input=row.get("input") or ""), False),
                   (row["output"] + eos, True)]
     else:  # chat and sharegpt: each message's text is the difference between successive renderings
-        pieces, previous = [], ""
-        for i in range(len(row["messages"])):
-            text = render_chat(tokenizer, row["messages"][: i + 1], template)
+        pieces, previous, messages = [], "", row["messages"]
+        for i, message in enumerate(messages):
+            text = render_chat(tokenizer, messages[: i + 1], template)
             if not text.startswith(previous):
                 previous = ""  # a template that is not prefix-stable: fall back to the whole text
-            pieces.append((text[len(previous):], row["messages"][i]["role"] == "assistant"))
+            if message["role"] == "assistant":  # the assistant header is prompt; the reply and its end are trained
+                header = render_chat(tokenizer, messages[:i], template, prompt=True)
+                if header.startswith(previous) and text.startswith(header):
+                    pieces.append((header[len(previous):], False))
+                    previous = header
+            pieces.append((text[len(previous):], message["role"] == "assistant"))
             previous = text
     input_ids, labels = [], []
     for text, trained in pieces:

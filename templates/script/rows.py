@@ -37,8 +37,8 @@ def check_row(row, fmt: str, columns: dict) -> dict:
     fields = {name: columns.get(name, name) for name in FIELDS[fmt]}
     for name in REQUIRED[fmt]:
         if row.get(fields[name]) is None:
-            shown = fields[name] if fields[name] == name else f"{fields[name]} (data.columns.{name})"
-            raise RowError(f"missing key {shown!r} for the {fmt} format", None, format_hint(row, fmt, columns))
+            shown = repr(fields[name]) + ("" if fields[name] == name else f" (data.columns.{name})")
+            raise RowError(f"missing key {shown} for the {fmt} format", None, format_hint(row, fmt, columns))
     out = {name: row.get(column) for name, column in fields.items()}
     if fmt == "chat":
         check_messages(out["messages"], fields["messages"])
