@@ -81,7 +81,7 @@ def baseline(spec_path: Path, steps: int) -> float:
     """The loop a user would write by hand: peft + torch AdamW, same data order and batch shape."""
     import torch
     from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM, AutoTokenizer, DataCollatorForSeq2Seq
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     build = spec_path.parent / "build"
     cfg = json.loads((build / "train_config.json").read_text())
@@ -89,8 +89,8 @@ def baseline(spec_path: Path, steps: int) -> float:
     script = importlib.util.module_from_spec(module_spec)
     module_spec.loader.exec_module(script)  # only its data encoding, so both see the same tokens
     tokenizer = AutoTokenizer.from_pretrained(cfg["model"]["path"])
-    examples = script.build_dataset(cfg, tokenizer)
-    collate = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100)
+    examples = script.build_data(cfg, tokenizer)[0]
+    collate = script.data_collator(cfg, tokenizer)
     torch.manual_seed(cfg["training"]["seed"])
     model = AutoModelForCausalLM.from_pretrained(cfg["model"]["path"], dtype=torch.float32)
     model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})

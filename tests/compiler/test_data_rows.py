@@ -120,7 +120,8 @@ def test_eval_steps_needs_eval_data(tmp_path):
     spec = yaml.safe_load(open(spec_with(tmp_path, [json.dumps(GOOD_ALPACA)])))
     spec["training"]["eval_steps"] = 2
     (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
-    assert "there is no eval data to compute eval_loss on [eval_without_data]" in validate(tmp_path / "spec.yaml").output
+    output = validate(tmp_path / "spec.yaml").output
+    assert "there is no eval data to compute eval_loss on [eval_without_data]" in output
 
 
 def test_validate_streams_a_large_file_fast(tmp_path):

@@ -139,8 +139,9 @@ def test_bad_rows_named_for_every_source(tmp_path):
 def test_sharegpt_file_declared_as_chat_is_named(tmp_path):
     path = tmp_path / "sg.jsonl"
     path.write_text(json.dumps({"conversations": [{"from": "human", "value": "hi"}]}) + "\n")
-    with pytest.raises(core.JobError, match=r"sg\.jsonl:1:1: error: missing key 'messages'.*\n"
-                                            r"  hint: the row looks like the sharegpt format: set data.format: sharegpt"):
+    expected = (r"sg\.jsonl:1:1: error: missing key 'messages'.*\n"
+                r"  hint: the row looks like the sharegpt format: set data\.format: sharegpt")
+    with pytest.raises(core.JobError, match=expected):
         data.read_rows(data_cfg(format="chat"), str(path))
 
 
@@ -222,3 +223,13 @@ def test_position_ids_alone_need_no_cache(tokenizer, model):
         leaked = model(**{**batch, "use_cache": True}).logits[0, first:]
     assert (isolated - alone).abs().max() < 1e-4
     assert (leaked - alone).abs().max() > 1e-2
+
+
+def test_hub_dataset_offline_without_cache_is_one_clear_error(monkeypatch, tmp_path):
+    """No network in tests: with HF_DATASETS_OFFLINE=1 and an empty cache, a hub id fails in one line."""
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(core.JobError, match=r"^nobody/no-such-set: cannot load the data: ") as caught:
+        data.read_rows(data_cfg(hub_id="nobody/no-such-set"), None)
+    assert "\n" not in str(caught.value)

@@ -389,8 +389,8 @@ def check_row(row, fmt: str, columns: dict) -> dict:
     fields = {name: columns.get(name, name) for name in FIELDS[fmt]}
     for name in REQUIRED[fmt]:
         if row.get(fields[name]) is None:
-            shown = fields[name] if fields[name] == name else f"{fields[name]} (data.columns.{name})"
-            raise RowError(f"missing key {shown!r} for the {fmt} format", None, format_hint(row, fmt, columns))
+            shown = repr(fields[name]) + ("" if fields[name] == name else f" (data.columns.{name})")
+            raise RowError(f"missing key {shown} for the {fmt} format", None, format_hint(row, fmt, columns))
     out = {name: row.get(column) for name, column in fields.items()}
     if fmt == "chat":
         check_messages(out["messages"], fields["messages"])
@@ -443,8 +443,16 @@ def check_json_line(line: str, fmt: str, columns: dict) -> tuple[dict | None, Ro
     """A JSON lines row: (row, None, 0) or (None, error, its 1-based column)."""
     try:
         row = json.loads(line)
-    except json.JSONDecodeError as exc:
-        return None, RowError(f"not valid JSON: {exc.msg}"), exc.colno
+    except json.JSONDecodeError:
+        try:  # again without the line end, so an error at the end of the line points into it
+            json.loads(line.rstrip("\r\n"))
+        except json.JSONDecodeError as exc:
+            return None, RowError(f"not valid JSON: {exc.msg}"), exc.colno
+        return None, RowError("not valid JSON"), 1
+    return checked(row, line, fmt, columns)
+
+
+def checked(row, line: str, fmt: str, columns: dict) -> tuple[dict | None, RowError | None, int]:
     try:
         return check_row(row, fmt, columns), None, 0
     except RowError as exc:
@@ -452,38 +460,78 @@ def check_json_line(line: str, fmt: str, columns: dict) -> tuple[dict | None, Ro
         return None, exc, max(column, 1)
 
 
+def plain_row_test(fmt: str, columns: dict):
+    """A fast test that passes the rows check_row passes, for the formats of plain string fields
+    (alpaca, text); None for the others. Rows it fails go through check_row for the message."""
+    if fmt not in ("alpaca", "text"):
+        return None
+    required = [columns.get(f, f) for f in REQUIRED[fmt]]
+    optional = [columns.get(f, f) for f in FIELDS[fmt] if f not in REQUIRED[fmt]]
+
+    def ok(row) -> bool:  # plain loops: generators would double the cost per row
+        if type(row) is not dict:
+            return False
+        for column in required:
+            if type(row.get(column)) is not str:
+                return False
+        for column in optional:
+            value = row.get(column)
+            if value is not None and type(value) is not str:
+                return False
+        return True
+    return ok
+
+
 def scan_file(path: str, fmt: str, columns: dict, cap: int = 20) -> tuple[list, int]:
-    """Check a local .jsonl or .json file row by row, streaming JSON lines: ([(line, column, RowError)]
-    for the first `cap` bad rows, number of bad rows). A .json array's rows are numbered, with line 0."""
-    problems, bad = [], 0
+    """Check a local .jsonl or .json file row by row: ([(line, column, RowError)] for the first `cap` bad
+    rows, number of bad rows). JSON lines are streamed in chunks of about 1 MB, each parsed in one call;
+    a .json array's rows are numbered, with line 0."""
     if path.endswith(".json"):
-        with open(path, encoding="utf-8") as handle:
+        return scan_json_array(path, fmt, columns, cap)
+    problems, bad, first_line = [], 0, 1
+    fast = plain_row_test(fmt, columns)
+    with open(path, "rb") as handle:
+        while lines := handle.readlines(1 << 20):
+            numbers = [first_line + i for i, line in enumerate(lines) if not line.isspace()]
+            kept = lines if len(numbers) == len(lines) else [lines[n - first_line] for n in numbers]
+            first_line += len(lines)
             try:
-                data = json.load(handle)
-            except json.JSONDecodeError as exc:
-                return [(exc.lineno, exc.colno, RowError(f"not valid JSON: {exc.msg}"))], 1
-        rows = data if isinstance(data, list) else None
-        if rows is None:
-            return [(1, 1, RowError("a .json data file holds a list of rows", None,
-                                    "write [ {...}, {...} ], or one object per line in a .jsonl file"))], 1
-        for number, row in enumerate(rows, start=1):
-            try:
-                check_row(row, fmt, columns)
-            except RowError as exc:
-                bad += 1
-                if len(problems) < cap:
-                    exc.message = f"row {number}: {exc.message}"
-                    problems.append((0, 0, exc))
-        return problems, bad
+                rows = json.loads(b"[" + b",".join(kept) + b"]")
+            except json.JSONDecodeError:
+                rows = None  # some line is not JSON: check this chunk line by line
+            for index, number in enumerate(numbers):
+                if rows is not None and fast is not None and fast(rows[index]):
+                    continue
+                text = kept[index].decode("utf-8")
+                if rows is None:
+                    _, error, column = check_json_line(text, fmt, columns)
+                else:
+                    _, error, column = checked(rows[index], text, fmt, columns)
+                if error is not None:
+                    bad += 1
+                    if len(problems) < cap:
+                        problems.append((number, column, error))
+    return problems, bad
+
+
+def scan_json_array(path: str, fmt: str, columns: dict, cap: int) -> tuple[list, int]:
+    problems, bad = [], 0
     with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            row, error, column = check_json_line(line, fmt, columns)
-            if error is not None:
-                bad += 1
-                if len(problems) < cap:
-                    problems.append((number, column, error))
+        try:
+            data = json.load(handle)
+        except json.JSONDecodeError as exc:
+            return [(exc.lineno, exc.colno, RowError(f"not valid JSON: {exc.msg}"))], 1
+    if not isinstance(data, list):
+        return [(1, 1, RowError("a .json data file holds a list of rows", None,
+                                "write [ {...}, {...} ], or one object per line in a .jsonl file"))], 1
+    for number, row in enumerate(data, start=1):
+        try:
+            check_row(row, fmt, columns)
+        except RowError as exc:
+            bad += 1
+            if len(problems) < cap:
+                exc.message = f"row {number}: {exc.message}"
+                problems.append((0, 0, exc))
     return problems, bad
 
 
@@ -587,11 +635,13 @@ def chat_template(data: dict) -> str | None:
         raise JobError(f"data.chat_template: cannot read {name}: {exc.strerror or exc}") from None
 
 
-def render_chat(tokenizer, messages: list, template: str | None = None) -> str:
+def render_chat(tokenizer, messages: list, template: str | None = None, prompt: bool = False) -> str:
+    """The conversation as text; prompt=True adds the assistant header that precedes a reply."""
     template = template or tokenizer.chat_template
     if template:
-        return tokenizer.apply_chat_template(messages, chat_template=template, tokenize=False)
-    return "".join(f"<|{m['role']}|>\n{m['content']}\n" for m in messages)
+        return tokenizer.apply_chat_template(messages, chat_template=template, tokenize=False,
+                                             add_generation_prompt=prompt)
+    return "".join(f"<|{m['role']}|>\n{m['content']}\n" for m in messages) + ("<|assistant|>\n" if prompt else "")
 
 
 def encode(tokenizer, row: dict, fmt: str, max_len: int, template: str | None = None) -> dict:
@@ -604,12 +654,17 @@ def encode(tokenizer, row: dict, fmt: str, max_len: int, template: str | None = 
         pieces = [(prompt.format(instruction=row["instruction"], input=row.get("input") or ""), False),
                   (row["output"] + eos, True)]
     else:  # chat and sharegpt: each message's text is the difference between successive renderings
-        pieces, previous = [], ""
-        for i in range(len(row["messages"])):
-            text = render_chat(tokenizer, row["messages"][: i + 1], template)
+        pieces, previous, messages = [], "", row["messages"]
+        for i, message in enumerate(messages):
+            text = render_chat(tokenizer, messages[: i + 1], template)
             if not text.startswith(previous):
                 previous = ""  # a template that is not prefix-stable: fall back to the whole text
-            pieces.append((text[len(previous):], row["messages"][i]["role"] == "assistant"))
+            if message["role"] == "assistant":  # the assistant header is prompt; the reply and its end are trained
+                header = render_chat(tokenizer, messages[:i], template, prompt=True)
+                if header.startswith(previous) and text.startswith(header):
+                    pieces.append((header[len(previous):], False))
+                    previous = header
+            pieces.append((text[len(previous):], message["role"] == "assistant"))
             previous = text
     input_ids, labels = [], []
     for text, trained in pieces:
