@@ -98,24 +98,29 @@ def find_specs(paths: Iterable[PathLike], include: Sequence[str] = SPEC_GLOBS,
     return [f for f in files if unique.get(os.path.normpath(f)) is f], empty
 
 
-def _check_file(path: Path, memory_check: bool) -> FileReport:
+def _check_file(path: Path, memory_check: bool, data_check: bool = True) -> FileReport:
+    from qcompile.compiler.data_checks import row_diagnostics
     from qcompile.compiler.load import load_spec
 
     try:
-        diagnostics = load_spec(path, memory_check=memory_check).warnings
+        loaded = load_spec(path, memory_check=memory_check)
+        diagnostics = list(loaded.warnings)
+        if data_check:
+            diagnostics += row_diagnostics(loaded.spec, loaded.spec_dir)
     except SpecError as exc:
         diagnostics = exc.diagnostics
     return FileReport(path, tuple(diagnostics))
 
 
 def check(paths: Iterable[PathLike], *, memory_check: bool = True, include: Sequence[str] = SPEC_GLOBS,
-          exclude: Sequence[str] = ()) -> list[FileReport]:
+          exclude: Sequence[str] = (), data_check: bool = True) -> list[FileReport]:
     """One report per spec file (in the order found), then one per folder where no spec was found.
 
     Never raises for a bad or unreadable spec: that is the file's report. `memory_check=False` skips the
-    memory-budget check (the architecture is still checked when it is known)."""
+    memory-budget check (the architecture is still checked when it is known); `data_check=False` skips
+    reading the rows of local JSON / JSON lines data."""
     files, empty = find_specs(paths, include, exclude)
-    return [_check_file(f, memory_check) for f in files] + empty
+    return [_check_file(f, memory_check, data_check) for f in files] + empty
 
 
 def validate(paths: Iterable[PathLike], *, memory_check: bool = True, include: Sequence[str] = SPEC_GLOBS,

@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 from qcompile.compiler.planner.memory import resolve_targets
+from qcompile.schemas.data import NAMED_TEMPLATES
 from qcompile.strategies import STRATEGIES
 
 from .base import resolve_output_dir, resolve_path
@@ -40,6 +41,32 @@ def portable(path: str, spec_dir: Path, build_dir: Path | None) -> str:
     return relative if relative.startswith("..") else "./" + relative
 
 
+def data_config(data, spec_dir: Path, build_dir: Path | None = None) -> dict:
+    """The data section: local paths as `portable` writes them, the column mapping as {format field: file
+    column}."""
+
+    def local(path):
+        return None if path is None else portable(str(resolve_path(path, spec_dir)), spec_dir, build_dir)
+
+    chat_template = data.chat_template
+    if chat_template is not None and chat_template not in NAMED_TEMPLATES:
+        chat_template = local(chat_template)
+    return {
+        "path": local(data.path),
+        "hub_id": data.hub_id,
+        "split": data.split,
+        "subset": data.subset,
+        "revision": data.revision,
+        "format": data.format,
+        "columns": data.columns.mapping() if data.columns is not None else {},
+        "eval_fraction": data.eval_fraction,
+        "eval_path": local(data.eval_path),
+        "has_eval": data.has_eval,
+        "packing": data.packing,
+        "chat_template": chat_template,
+    }
+
+
 def build_train_config(ctx, build_dir: str | Path | None = None) -> dict:
     """train_config.json for a compile context narrowed to its backend, to be written into `build_dir`
     (None: every path absolute)."""
@@ -66,8 +93,7 @@ def build_train_config(ctx, build_dir: str | Path | None = None) -> dict:
             "layers": list(lora.layers) if lora.layers is not None else None,
         },
         "strategies": {},
-        "data": {"path": portable(str(resolve_path(spec.data.path, spec_dir)), spec_dir, build),
-                 "format": spec.data.format},
+        "data": data_config(spec.data, spec_dir, build),
         "training": {
             "micro_batch_size": training.micro_batch_size,
             "gradient_accumulation_steps": training.gradient_accumulation_steps,
@@ -82,6 +108,7 @@ def build_train_config(ctx, build_dir: str | Path | None = None) -> dict:
             "output_dir": portable(str(resolve_output_dir(spec, spec_dir)), spec_dir, build),
             "save_steps": training.save_steps,
             "logging_steps": training.logging_steps,
+            "eval_steps": training.eval_steps,
         },
     }
     folder = config["backend"].get("offload_folder")

@@ -8,7 +8,11 @@ same padding, gradient checkpointing, clipping and token count (non-padding toke
 the same window, from the end of the first logged step to the end of the run, so start-up, model load
 and warm-up are excluded from both. Each repeat runs a generated job and then the baseline, so both
 see the same load on a shared machine; each side's best repeat is compared (as timeit does), and the
-median ratio is printed too."""
+median ratio is printed too.
+
+`--packing` instead compares one generated job with `data.packing` off and on (the same samples, batch of
+one row, max_seq_length 256, nothing padded on either side so every counted token is real) and prints the
+packed/unpacked ratio of tokens per second."""
 
 from __future__ import annotations
 
@@ -38,12 +42,12 @@ CASES = [  # name, example spec, overrides (the two-rank case has no single-proc
 LOGGING_STEPS = 5
 
 
-def write_spec(folder: Path, example: str, overrides: dict, steps: int) -> Path:
-    data = yaml.safe_load((EXAMPLES / example).read_text())
+def write_spec(folder: Path, example: str, overrides: dict, steps: int, data: dict | None = None) -> Path:
+    data, extra = yaml.safe_load((EXAMPLES / example).read_text()), data
     for section, values in overrides.items():
         data[section] = {**data[section], **values}
     data["model"]["name"] = str(EXAMPLES / "models" / "tiny-qwen2")
-    data["data"] = {"path": str(EXAMPLES / "data" / "alpaca.jsonl"), "format": "alpaca"}
+    data["data"] = {"path": str(EXAMPLES / "data" / "alpaca.jsonl"), "format": "alpaca", **(extra or {})}
     data["lora"] = {"r": 8, "alpha": 16, "dropout": 0.0, "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"]}
     data["training"].update({"micro_batch_size": 4, "gradient_accumulation_steps": 1, "max_steps": steps,
                              "save_steps": 10 * steps, "logging_steps": LOGGING_STEPS,
@@ -81,7 +85,7 @@ def baseline(spec_path: Path, steps: int) -> float:
     """The loop a user would write by hand: peft + torch AdamW, same data order and batch shape."""
     import torch
     from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM, AutoTokenizer, DataCollatorForSeq2Seq
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     build = spec_path.parent / "build"
     cfg = json.loads((build / "train_config.json").read_text())
@@ -89,8 +93,8 @@ def baseline(spec_path: Path, steps: int) -> float:
     script = importlib.util.module_from_spec(module_spec)
     module_spec.loader.exec_module(script)  # only its data encoding, so both see the same tokens
     tokenizer = AutoTokenizer.from_pretrained(cfg["model"]["path"])
-    examples = script.build_dataset(cfg, tokenizer)
-    collate = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100)
+    examples = script.build_data(cfg, tokenizer)[0]
+    collate = script.data_collator(cfg, tokenizer)
     torch.manual_seed(cfg["training"]["seed"])
     model = AutoModelForCausalLM.from_pretrained(cfg["model"]["path"], dtype=torch.float32)
     model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -115,13 +119,45 @@ def baseline(spec_path: Path, steps: int) -> float:
     return tokens / (time.perf_counter() - start)
 
 
+PACKING_CASE = ("zero2-cpu.yaml", {"hardware": {"devices_per_node": 1},
+                                   "strategies": {**NOTHING_OFFLOADED, "max_seq_length": 256}})
+
+
+def packing(steps: int, repeats: int) -> None:
+    """Tokens/s of the same job with data.packing off and on; each repeat runs both, back to back."""
+    example, overrides = PACKING_CASE
+    rates = {False: [], True: []}
+    with tempfile.TemporaryDirectory() as tmp:
+        builds = {}
+        for packed in rates:
+            folder = Path(tmp) / f"packing-{packed}"
+            folder.mkdir()
+            spec_path = write_spec(folder, example, overrides, steps, {"packing": packed})
+            spec = yaml.safe_load(spec_path.read_text())
+            spec["training"]["micro_batch_size"] = 1  # one row per step: no padding on either side
+            spec_path.write_text(yaml.safe_dump(spec))
+            builds[packed] = (spec_path, emit_build(spec_path))
+        for repeat in range(repeats):
+            for packed, (spec_path, result) in builds.items():
+                rates[packed].append(generated_run(result, spec_path.parent / "out"))
+            print(f"repeat {repeat + 1} unpacked {rates[False][-1]:8,.0f} tok/s   packed {rates[True][-1]:8,.0f} tok/s",
+                  flush=True)
+    ratios = [p / u for p, u in zip(rates[True], rates[False], strict=True)]
+    print(f"ratio packed/unpacked (best) {max(rates[True]) / max(rates[False]):.2f}   "
+          f"(median) {statistics.median(ratios):.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--packing", action="store_true", help="compare data.packing off and on instead")
     options = parser.parse_args()
     if options.steps <= 2 * LOGGING_STEPS:
         sys.exit(f"--steps must be above {2 * LOGGING_STEPS}")
+    if options.packing:
+        packing(options.steps, options.repeats)
+        return
     generated, reference = {name: [] for name, _, _ in CASES}, {name: [] for name, _, _ in CASES}
     with tempfile.TemporaryDirectory() as tmp:
         builds = {}

@@ -23,16 +23,21 @@ FORMATS = ("text", "json", "github", "sarif")
 @click.option("--exclude", "exclude", multiple=True, metavar="GLOB",
               help="In folders, skip files and folders whose name or relative path matches (repeatable).")
 @click.option("--no-memory-check", is_flag=True, help="Skip the memory-budget check.")
+@click.option("--no-data-check", is_flag=True,
+              help="Skip reading the rows of local JSON / JSON lines data (for huge files); the job still checks them.")
 @handle_errors
 def validate(paths: tuple[str, ...], fmt: str, include: tuple[str, ...], exclude: tuple[str, ...],
-             no_memory_check: bool) -> None:
+             no_memory_check: bool, no_data_check: bool) -> None:
     """Validate spec files, or the folders that hold them."""
     # qcompile's models need no pydantic plugins; skipping their entry-point scan saves start-up time.
     os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
     from qcompile.api import SPEC_GLOBS, check
 
-    reports = check(paths, memory_check=not no_memory_check, include=include or SPEC_GLOBS, exclude=exclude)
+    reports = check(paths, memory_check=not no_memory_check, include=include or SPEC_GLOBS, exclude=exclude,
+                    data_check=not no_data_check)
     if fmt == "text":
+        if no_data_check:
+            click.echo("data rows not checked (--no-data-check); the job checks them when it starts")
         for report in reports:
             print_diagnostics(report.diagnostics, err=False)
             if report.valid:

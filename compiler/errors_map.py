@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import difflib
-import re
 import typing
 
 from pydantic import BaseModel, ValidationError
@@ -40,55 +39,12 @@ def _model_at(root: type[BaseModel], data: object, path: KeyPath) -> type[BaseMo
     return cls
 
 
-# A plain union's member names in `loc` (e.g. `list[str]`, `literal['all-linear']`): not keys of the file.
-UNION_MEMBER = re.compile(r"^(list|literal|dict|tuple|function-\w+)\[")
-MEMBER_FOR_INPUT = {list: "list[", str: "literal[", dict: "dict["}
-
-
-def _union_member(part: object) -> str | None:
-    return part if isinstance(part, str) and UNION_MEMBER.match(part) else None
-
-
-def _value_at(data: object, loc: tuple) -> object:
-    node = data
-    for part in loc:
-        if isinstance(node, dict):
-            node = node.get(part)
-        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
-            node = node[part]
-        else:
-            return None
-    return node
-
-
-def _relevant(errors: list[dict], data: object) -> list[dict]:
-    """For a value that failed every member of a plain union, keep only the member its own type matches:
-    a list given for `list[str] | "all-linear"` is reported as a list, not also as a wrong literal."""
-    out = []
-    for err in errors:
-        loc = err["loc"]
-        member = next((i for i, part in enumerate(loc) if _union_member(part)), None)
-        if member is not None:
-            given = _value_at(data, loc[:member])
-            wanted = MEMBER_FOR_INPUT.get(type(given))
-            members = {p for e in errors if e["loc"][:member] == loc[:member] for p in e["loc"] if _union_member(p)}
-            if wanted and not loc[member].startswith(wanted) and any(p.startswith(wanted) for p in members):
-                continue
-            if len(members) > 1 and isinstance(given, str):  # a string that is neither choice: say both
-                err = {**err, "msg": f"Input should be a list, or {err['msg'].removeprefix('Input should be ')}"}
-        out.append(err)
-    return out
-
-
 def _data_path(loc: tuple, data: object) -> KeyPath:
-    """pydantic puts a discriminated union's tag (or a plain union's member) into `loc`; drop it so the
-    path matches the file."""
+    """pydantic puts a discriminated union's tag into `loc`; drop it so the path matches the file."""
     path: list = []
     node = data
     for part in loc:
         if isinstance(node, dict) and part not in node and node.get("kind") == part:
-            continue
-        if _union_member(part) and (not isinstance(node, dict) or part not in node):
             continue
         if isinstance(node, str) and path and path[-1] == "backend":
             continue  # `backend: name` shorthand
@@ -130,7 +86,7 @@ def _message(err: dict) -> str:
 def to_diagnostics(exc: ValidationError, data: object, positions: Positions,
                    root: type[BaseModel]) -> list[Diagnostic]:
     out = []
-    for err in _relevant(exc.errors(include_url=False), data):
+    for err in exc.errors(include_url=False):
         kind = err["type"]
         path = _data_path(err["loc"], data)
         hint = None

@@ -63,7 +63,7 @@ class RunPaths:
     output_dir: Path
     offload_dir: Path | None  # None when the backend never offloads to disk
     offload_key: tuple[str, ...]  # where the spec sets it (for diagnostics)
-    data_file: Path
+    data_file: Path | None  # None for a hub dataset
     model_dirs: tuple[Path, ...]  # the local model folder and model.config's folder, when local
     spec_dir: Path
 
@@ -88,7 +88,8 @@ def run_paths(spec, spec_dir: Path) -> RunPaths:
                 path = path.parent
             if os.path.isdir(path):
                 models.append(path)
-    return RunPaths(output, offload, key, resolve(spec.data.path, spec_dir), tuple(models), spec_dir)
+    data = resolve(spec.data.path, spec_dir) if spec.data.path is not None else None
+    return RunPaths(output, offload, key, data, tuple(models), spec_dir)
 
 
 def _system(path: Path, lexical: Path) -> str | None:
@@ -120,7 +121,7 @@ def _target_problems(path: Path, lexical: Path, paths: RunPaths, spec_file_dir: 
         if inside(model, path):
             what = "is the model's folder" if model == path else f"holds the model's folder {model}"
             return f"{path} {what}; the run's files would replace the model's"
-    if inside(paths.data_file, path):
+    if paths.data_file is not None and inside(paths.data_file, path):
         return f"{path} holds the data file {paths.data_file}; the run could overwrite it"
     if inside(spec_file_dir, path):
         return f"{path} holds the spec itself; the run's files would mix with your own"

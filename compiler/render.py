@@ -71,6 +71,7 @@ def render_python(template: str, context: dict) -> str:
 
 def render_train_script(qcompile_version: str, backend: str, script_parts: list[str]) -> str:
     """train.py for a backend: the header, then its script parts (`core` first) as one module."""
+    script_parts = script.assembled(script_parts)
     script.parts(script_parts)  # one clear error for an unknown, repeated or clashing part
     return render_python("train.py.j2", {"qcompile_version": qcompile_version, "backend": backend,
                                          "script_parts": list(script_parts)})

@@ -96,11 +96,16 @@ def _flatten(data: dict, prefix: str = "") -> dict:
     return out
 
 
-def file_sha256(path: Path) -> str:
+def file_sha256(path: Path | None) -> str | None:
+    """The data's sha256; a folder (save_to_disk) hashes its files in name order; None for hub data."""
+    if path is None:
+        return None
     digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
+    files = sorted(p for p in Path(path).rglob("*") if p.is_file()) if Path(path).is_dir() else [Path(path)]
+    for file in files:
+        with open(file, "rb") as fh:
+            while chunk := fh.read(1 << 20):
+                digest.update(chunk)
     return digest.hexdigest()
 
 
@@ -112,7 +117,7 @@ def run_values(spec, backend_kind: str, paths: RunPaths) -> dict:
     if backend.get("kind") == backend_kind:
         values.update(_flatten(backend, "backend."))
     values["backend.kind"] = backend_kind
-    values["data.path"] = str(paths.data_file)
+    values["data.path"] = str(paths.data_file) if paths.data_file is not None else None
     values["data.sha256"] = file_sha256(paths.data_file)
     values["world_size"] = spec.hardware.nodes * spec.hardware.devices_per_node
     for key in IGNORED:

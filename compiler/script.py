@@ -18,6 +18,7 @@ from importlib import resources
 PART_NAME = re.compile(r"[a-z][a-z0-9_]*")
 LINE_LENGTH = 120
 BANNER = "# " + "=" * 64  # above each part; the parts mark their own sections with "# ----"
+EVERY_JOB = ("rows", "data")  # parts every backend's job needs, placed right after core
 
 
 class ScriptPartError(ValueError):
@@ -95,6 +96,14 @@ def parts(names: list[str]) -> list[Part]:
                 raise ScriptPartError(f"script parts {owner[defined]} and {part.name} both define {defined!r}")
             owner[defined] = part.name
     return found
+
+
+def assembled(names: list[str]) -> list[str]:
+    """A backend's parts with the parts every job needs (the data) inserted after `core`."""
+    names = list(names)
+    if not names or names[0] != "core":
+        raise ScriptPartError(f"script parts must start with 'core', got {names}")
+    return names[:1] + [n for n in EVERY_JOB if n not in names] + names[1:]
 
 
 def part_text(name: str) -> str:

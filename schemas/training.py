@@ -34,6 +34,9 @@ class _TrainingSpecBase(Section):
     output_dir: PathStr = Field(description="Where checkpoints, metrics and the final adapter go.")
     save_steps: int = Field(100, ge=1, le=MAX_STEPS, description="Save a resumable checkpoint every this many steps.")
     logging_steps: int = Field(10, ge=1, le=MAX_STEPS, description="Log loss and throughput every this many steps.")
+    eval_steps: int | None = Field(None, ge=1, le=MAX_STEPS,
+                                   description="Compute eval_loss every this many steps (needs data.eval_fraction "
+                                   "or data.eval_path); null: no eval.")
 
 
 TrainingSpec = create_model(

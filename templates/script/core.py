@@ -19,7 +19,6 @@ from peft import LoraConfig, get_peft_model
 from safetensors.torch import load_file
 from transformers import (
     AutoTokenizer,
-    DataCollatorForSeq2Seq,
     Trainer,
     TrainerCallback,
     TrainingArguments,
@@ -32,8 +31,6 @@ warnings.filterwarnings("ignore", category=FutureWarning)
 
 CHECKPOINTS = "checkpoints"
 COMMITTED = "QCOMPILE_COMPLETE"  # written last: a checkpoint without it was interrupted mid-write
-ALPACA_PROMPT = "### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:\n"
-ALPACA_PROMPT_NO_INPUT = "### Instruction:\n{instruction}\n\n### Response:\n"
 
 
 class JobError(Exception):
@@ -47,93 +44,6 @@ def rank() -> int:
 def log(message: str) -> None:
     if rank() == 0:
         print(message, flush=True)
-
-
-# ---------------------------------------------------------------- data
-
-
-def read_rows(path: str, fmt: str) -> list:
-    """Parse and check every row before training starts; a bad row names its file and line."""
-    required = {"alpaca": ("instruction", "output"), "chat": ("messages",), "text": ("text",)}[fmt]
-    rows = []
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{number}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise JobError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno})") from None
-            if not isinstance(row, dict):
-                raise JobError(f"{where}: expected a JSON object for the {fmt} format")
-            for key in required:
-                if key not in row:
-                    raise JobError(f"{where}: missing key {key!r} for the {fmt} format")
-            if fmt == "chat":
-                check_messages(row["messages"], where)
-            else:
-                for key in ("instruction", "input", "output", "text"):
-                    if key in row and not isinstance(row[key], str):
-                        raise JobError(f"{where}: {key!r} must be a string")
-            rows.append(row)
-    if not rows:
-        raise JobError(f"{path}: no training rows")
-    return rows
-
-
-def check_messages(messages, where: str) -> None:
-    if not isinstance(messages, list) or not messages:
-        raise JobError(f"{where}: 'messages' must be a non-empty list")
-    for i, message in enumerate(messages):
-        if not isinstance(message, dict) or not isinstance(message.get("content"), str):
-            raise JobError(f"{where}: messages[{i}] needs a string 'content'")
-        if message.get("role") not in ("system", "user", "assistant"):
-            raise JobError(f"{where}: messages[{i}].role must be system, user or assistant")
-    if not any(m["role"] == "assistant" for m in messages):
-        raise JobError(f"{where}: no assistant message to learn from")
-
-
-def render_chat(tokenizer, messages: list) -> str:
-    if tokenizer.chat_template:
-        return tokenizer.apply_chat_template(messages, tokenize=False)
-    return "".join(f"<|{m['role']}|>\n{m['content']}\n" for m in messages)
-
-
-def encode(tokenizer, row: dict, fmt: str, max_len: int) -> dict:
-    """Token ids and labels; labels are -100 outside the response for alpaca and chat."""
-    eos = tokenizer.eos_token or ""
-    if fmt == "text":
-        pieces = [(row["text"] + eos, True)]
-    elif fmt == "alpaca":
-        template = ALPACA_PROMPT if row.get("input") else ALPACA_PROMPT_NO_INPUT
-        pieces = [(template.format(instruction=row["instruction"], input=row.get("input", "")), False),
-                  (row["output"] + eos, True)]
-    else:  # chat: each message's text is the difference between successive renderings
-        pieces, previous = [], ""
-        for i in range(len(row["messages"])):
-            text = render_chat(tokenizer, row["messages"][: i + 1])
-            if not text.startswith(previous):
-                previous = ""  # a template that is not prefix-stable: fall back to the whole text
-            pieces.append((text[len(previous):], row["messages"][i]["role"] == "assistant"))
-            previous = text
-    input_ids, labels = [], []
-    for text, trained in pieces:
-        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-        input_ids += ids
-        labels += ids if trained else [-100] * len(ids)
-    input_ids, labels = input_ids[:max_len], labels[:max_len]
-    return {"input_ids": input_ids, "attention_mask": [1] * len(input_ids), "labels": labels}
-
-
-def build_dataset(cfg: dict, tokenizer) -> list:
-    rows = read_rows(cfg["data"]["path"], cfg["data"]["format"])
-    max_len = cfg["strategies"]["max_seq_length"]
-    examples = [encode(tokenizer, row, cfg["data"]["format"], max_len) for row in rows]
-    examples = [e for e in examples if any(label != -100 for label in e["labels"])]
-    if not examples:
-        raise JobError(f"{cfg['data']['path']}: every response was truncated away by max_seq_length={max_len}")
-    return examples
 
 
 # ---------------------------------------------------------------- model
@@ -218,13 +128,13 @@ def training_arguments(cfg: dict, config_dir: Path) -> TrainingArguments:
         save_strategy="steps",
         save_steps=train["save_steps"],
         logging_steps=train["logging_steps"],
-        include_num_input_tokens_seen="non_padding",
         logging_nan_inf_filter=False,  # a non-finite loss must reach StopOnNonFinite, not be averaged away
         use_cpu=cfg["accelerator"] == "cpu",
         report_to="none",
         disable_tqdm=True,
         remove_unused_columns=False,
         dataloader_num_workers=0,
+        **STEPS.data_arguments(cfg),
         **STEPS.engine_arguments(cfg, config_dir),
     )
 
@@ -243,6 +153,8 @@ class Progress(TrainerCallback):
         self.first_step = state.global_step
 
     def on_log(self, args, state, control, logs=None, **kwargs):
+        if state.is_world_process_zero and logs and "eval_loss" in logs:
+            self.log_eval(state, logs["eval_loss"])
         if not state.is_world_process_zero or not logs or "loss" not in logs:
             return
         now = time.time()
@@ -259,6 +171,14 @@ class Progress(TrainerCallback):
             handle.write(json.dumps(record, sort_keys=True) + "\n")
         print(f"step {state.global_step}/{state.max_steps} | loss {logs['loss']:.4f} | {rate:,.0f} tok/s"
               f" | elapsed {clock(elapsed)} | eta {clock(eta)}", flush=True)
+
+
+    def log_eval(self, state, eval_loss: float) -> None:
+        """Trainer reduces the eval loss over every rank's shard before it logs it."""
+        record = {"step": state.global_step, "max_steps": state.max_steps, "eval_loss": eval_loss}
+        with open(self.metrics_path, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record, sort_keys=True) + "\n")
+        print(f"step {state.global_step}/{state.max_steps} | eval_loss {eval_loss:.4f}", flush=True)
 
 
 class StopOnNonFinite(TrainerCallback):
@@ -360,6 +280,10 @@ def unprepared(model, cfg: dict):
     return model
 
 
+def no_data(cfg: dict, tokenizer) -> tuple[list, list]:
+    raise RuntimeError("no part of this script reads the data (the data part is missing)")
+
+
 @dataclass
 class Steps:
     """What a backend's parts change in the job: each part assigns its functions here, below them."""
@@ -373,6 +297,9 @@ class Steps:
     engine_arguments: Callable[[dict, Path], dict] = no_engine  # (cfg, config dir) -> more TrainingArguments
     callbacks: list = field(default_factory=list)  # TrainerCallbacks besides progress and checkpoint commits
     check_trainer: Callable[[Trainer], None] = no_check  # refuse a Trainer that is not set up as planned
+    build_data: Callable[[dict, Any], tuple] = no_data  # (cfg, tokenizer) -> (train rows, eval rows)
+    data_collator: Callable[[dict, Any], Any] = lambda cfg, tokenizer: None  # (cfg, tokenizer) -> collator
+    data_arguments: Callable[[dict], dict] = lambda cfg: {}  # (cfg) -> eval and token-count TrainingArguments
 
 
 STEPS = Steps()
@@ -383,7 +310,7 @@ STEPS = Steps()
 # Paths in train_config.json, and the variables that override them at launch (a build copied elsewhere).
 PATHS = (("model", "path", "QCOMPILE_MODEL_PATH"), ("model", "tokenizer", "QCOMPILE_MODEL_PATH"),
          ("data", "path", "QCOMPILE_DATA_PATH"), ("training", "output_dir", "QCOMPILE_OUTPUT_DIR"),
-         ("backend", "offload_folder", None))
+         ("data", "eval_path", None), ("data", "chat_template", None), ("backend", "offload_folder", None))
 
 
 def read_config(config_path: Path) -> dict:
@@ -420,8 +347,9 @@ def run(config_path: Path, resume: bool) -> None:
                                               trust_remote_code=cfg["model"]["trust_remote_code"])
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    dataset = build_dataset(cfg, tokenizer)  # every row is checked before the model is loaded
-    log(f"{len(dataset)} examples from {cfg['data']['path']} ({cfg['data']['format']})")
+    dataset, eval_dataset = STEPS.build_data(cfg, tokenizer)  # every row is checked before the model loads
+    log(f"{len(dataset)} examples from {cfg['data']['path'] or cfg['data']['hub_id']} ({cfg['data']['format']})"
+        + (f", {len(eval_dataset)} for eval" if eval_dataset else ""))
     cfg["training"]["total_steps"] = total_steps(cfg, len(dataset))
 
     args = training_arguments(cfg, config_path.parent)  # initialises torch.distributed when distributed
@@ -432,7 +360,8 @@ def run(config_path: Path, resume: bool) -> None:
         model=model,
         args=args,
         train_dataset=dataset,
-        data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100),
+        eval_dataset=eval_dataset or None,
+        data_collator=STEPS.data_collator(cfg, tokenizer),
         # the commit marker last: a part's on_save (e.g. AdaLoRA's allocator state) is inside the commit
         callbacks=[Progress(output_dir / "metrics.jsonl"), StopOnNonFinite(), *STEPS.callbacks, CommitCheckpoint()],
     )

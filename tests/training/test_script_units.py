@@ -40,49 +40,6 @@ def load_placed(config):
     return placement.add_placed_lora(staggered_load.load_in_turns(config, kwargs), config)
 
 
-@pytest.mark.parametrize("line, message", [
-    ('{"instruction": "a", "output": ', "not valid JSON"),
-    ('["a list"]', "expected a JSON object"),
-    ('{"instruction": "a"}', "missing key 'output'"),
-    ('{"instruction": "a", "output": 3}', "'output' must be a string"),
-])
-def test_malformed_alpaca_row_names_file_and_line(tmp_path, line, message):
-    path = tmp_path / "bad.jsonl"
-    path.write_text('{"instruction": "a", "output": "b"}\n\n' + line + "\n")
-    with pytest.raises(core.JobError, match=rf"bad\.jsonl:3: .*{message}"):
-        core.read_rows(str(path), "alpaca")
-
-
-def test_malformed_chat_row(tmp_path):
-    path = tmp_path / "chat.jsonl"
-    path.write_text('{"messages": [{"role": "robot", "content": "x"}]}\n')
-    with pytest.raises(core.JobError, match=r"chat\.jsonl:1: messages\[0\]\.role"):
-        core.read_rows(str(path), "chat")
-
-
-def test_alpaca_loss_only_on_response(tokenizer):
-    row = {"instruction": "Spell the word backwards.", "input": "cat", "output": "tac"}
-    example = core.encode(tokenizer, row, "alpaca", 512)
-    trained = [t for t, label in zip(example["input_ids"], example["labels"], strict=True) if label != -100]
-    assert tokenizer.decode(trained) == "tac" + tokenizer.eos_token
-    assert example["labels"][0] == -100
-
-
-def test_chat_loss_only_on_assistant_turns(tokenizer):
-    row = {"messages": [{"role": "user", "content": "Shout cat."}, {"role": "assistant", "content": "CAT!"},
-                        {"role": "user", "content": "Again."}, {"role": "assistant", "content": "cat"}]}
-    example = core.encode(tokenizer, row, "chat", 512)
-    pairs = zip(example["input_ids"], example["labels"], strict=True)
-    trained = tokenizer.decode([t for t, label in pairs if label != -100])
-    assert "CAT!" in trained and "cat" in trained
-    assert "Shout" not in trained and "Again" not in trained
-
-
-def test_text_trains_everything_and_truncates(tokenizer):
-    example = core.encode(tokenizer, {"text": "The cat is number 3. " * 20}, "text", 16)
-    assert len(example["input_ids"]) == 16 and example["labels"] == example["input_ids"]
-
-
 def test_gradient_checkpointing_recomputes_with_frozen_base(tmp_path):
     config = job_config(tmp_path, lora={"layers": None}, hardware={"device_memory": "1GiB"})
     model = load_placed(config)

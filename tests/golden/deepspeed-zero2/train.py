@@ -3,7 +3,7 @@
 
 Every value comes from the train_config.json named on the command line; nothing from the spec is
 written into this file. Runs without qcompile: torch, transformers, peft and accelerate, and deepspeed
-when a ds_config.json comes with it. Assembled from qcompile's script parts: core, deepspeed, staggered_load.
+when a ds_config.json comes with it. Assembled from qcompile's script parts: core, rows, data, deepspeed, staggered_load.
 
     python train.py --config train_config.json [--resume]
 """
@@ -12,6 +12,7 @@ import argparse
 import json
 import math
 import os
+import random
 import re
 import shutil
 import sys
@@ -46,8 +47,6 @@ warnings.filterwarnings("ignore", category=FutureWarning)
 
 CHECKPOINTS = "checkpoints"
 COMMITTED = "QCOMPILE_COMPLETE"  # written last: a checkpoint without it was interrupted mid-write
-ALPACA_PROMPT = "### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:\n"
-ALPACA_PROMPT_NO_INPUT = "### Instruction:\n{instruction}\n\n### Response:\n"
 
 
 class JobError(Exception):
@@ -61,93 +60,6 @@ def rank() -> int:
 def log(message: str) -> None:
     if rank() == 0:
         print(message, flush=True)
-
-
-# ---------------------------------------------------------------- data
-
-
-def read_rows(path: str, fmt: str) -> list:
-    """Parse and check every row before training starts; a bad row names its file and line."""
-    required = {"alpaca": ("instruction", "output"), "chat": ("messages",), "text": ("text",)}[fmt]
-    rows = []
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{number}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise JobError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno})") from None
-            if not isinstance(row, dict):
-                raise JobError(f"{where}: expected a JSON object for the {fmt} format")
-            for key in required:
-                if key not in row:
-                    raise JobError(f"{where}: missing key {key!r} for the {fmt} format")
-            if fmt == "chat":
-                check_messages(row["messages"], where)
-            else:
-                for key in ("instruction", "input", "output", "text"):
-                    if key in row and not isinstance(row[key], str):
-                        raise JobError(f"{where}: {key!r} must be a string")
-            rows.append(row)
-    if not rows:
-        raise JobError(f"{path}: no training rows")
-    return rows
-
-
-def check_messages(messages, where: str) -> None:
-    if not isinstance(messages, list) or not messages:
-        raise JobError(f"{where}: 'messages' must be a non-empty list")
-    for i, message in enumerate(messages):
-        if not isinstance(message, dict) or not isinstance(message.get("content"), str):
-            raise JobError(f"{where}: messages[{i}] needs a string 'content'")
-        if message.get("role") not in ("system", "user", "assistant"):
-            raise JobError(f"{where}: messages[{i}].role must be system, user or assistant")
-    if not any(m["role"] == "assistant" for m in messages):
-        raise JobError(f"{where}: no assistant message to learn from")
-
-
-def render_chat(tokenizer, messages: list) -> str:
-    if tokenizer.chat_template:
-        return tokenizer.apply_chat_template(messages, tokenize=False)
-    return "".join(f"<|{m['role']}|>\n{m['content']}\n" for m in messages)
-
-
-def encode(tokenizer, row: dict, fmt: str, max_len: int) -> dict:
-    """Token ids and labels; labels are -100 outside the response for alpaca and chat."""
-    eos = tokenizer.eos_token or ""
-    if fmt == "text":
-        pieces = [(row["text"] + eos, True)]
-    elif fmt == "alpaca":
-        template = ALPACA_PROMPT if row.get("input") else ALPACA_PROMPT_NO_INPUT
-        pieces = [(template.format(instruction=row["instruction"], input=row.get("input", "")), False),
-                  (row["output"] + eos, True)]
-    else:  # chat: each message's text is the difference between successive renderings
-        pieces, previous = [], ""
-        for i in range(len(row["messages"])):
-            text = render_chat(tokenizer, row["messages"][: i + 1])
-            if not text.startswith(previous):
-                previous = ""  # a template that is not prefix-stable: fall back to the whole text
-            pieces.append((text[len(previous):], row["messages"][i]["role"] == "assistant"))
-            previous = text
-    input_ids, labels = [], []
-    for text, trained in pieces:
-        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-        input_ids += ids
-        labels += ids if trained else [-100] * len(ids)
-    input_ids, labels = input_ids[:max_len], labels[:max_len]
-    return {"input_ids": input_ids, "attention_mask": [1] * len(input_ids), "labels": labels}
-
-
-def build_dataset(cfg: dict, tokenizer) -> list:
-    rows = read_rows(cfg["data"]["path"], cfg["data"]["format"])
-    max_len = cfg["strategies"]["max_seq_length"]
-    examples = [encode(tokenizer, row, cfg["data"]["format"], max_len) for row in rows]
-    examples = [e for e in examples if any(label != -100 for label in e["labels"])]
-    if not examples:
-        raise JobError(f"{cfg['data']['path']}: every response was truncated away by max_seq_length={max_len}")
-    return examples
 
 
 # ---------------------------------------------------------------- model
@@ -232,13 +144,13 @@ def training_arguments(cfg: dict, config_dir: Path) -> TrainingArguments:
         save_strategy="steps",
         save_steps=train["save_steps"],
         logging_steps=train["logging_steps"],
-        include_num_input_tokens_seen="non_padding",
         logging_nan_inf_filter=False,  # a non-finite loss must reach StopOnNonFinite, not be averaged away
         use_cpu=cfg["accelerator"] == "cpu",
         report_to="none",
         disable_tqdm=True,
         remove_unused_columns=False,
         dataloader_num_workers=0,
+        **STEPS.data_arguments(cfg),
         **STEPS.engine_arguments(cfg, config_dir),
     )
 
@@ -257,6 +169,8 @@ class Progress(TrainerCallback):
         self.first_step = state.global_step
 
     def on_log(self, args, state, control, logs=None, **kwargs):
+        if state.is_world_process_zero and logs and "eval_loss" in logs:
+            self.log_eval(state, logs["eval_loss"])
         if not state.is_world_process_zero or not logs or "loss" not in logs:
             return
         now = time.time()
@@ -273,6 +187,14 @@ class Progress(TrainerCallback):
             handle.write(json.dumps(record, sort_keys=True) + "\n")
         print(f"step {state.global_step}/{state.max_steps} | loss {logs['loss']:.4f} | {rate:,.0f} tok/s"
               f" | elapsed {clock(elapsed)} | eta {clock(eta)}", flush=True)
+
+
+    def log_eval(self, state, eval_loss: float) -> None:
+        """Trainer reduces the eval loss over every rank's shard before it logs it."""
+        record = {"step": state.global_step, "max_steps": state.max_steps, "eval_loss": eval_loss}
+        with open(self.metrics_path, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record, sort_keys=True) + "\n")
+        print(f"step {state.global_step}/{state.max_steps} | eval_loss {eval_loss:.4f}", flush=True)
 
 
 class StopOnNonFinite(TrainerCallback):
@@ -374,6 +296,10 @@ def unprepared(model, cfg: dict):
     return model
 
 
+def no_data(cfg: dict, tokenizer) -> tuple[list, list]:
+    raise RuntimeError("no part of this script reads the data (the data part is missing)")
+
+
 @dataclass
 class Steps:
     """What a backend's parts change in the job: each part assigns its functions here, below them."""
@@ -387,6 +313,9 @@ class Steps:
     engine_arguments: Callable[[dict, Path], dict] = no_engine  # (cfg, config dir) -> more TrainingArguments
     callbacks: list = field(default_factory=list)  # TrainerCallbacks besides progress and checkpoint commits
     check_trainer: Callable[[Trainer], None] = no_check  # refuse a Trainer that is not set up as planned
+    build_data: Callable[[dict, Any], tuple] = no_data  # (cfg, tokenizer) -> (train rows, eval rows)
+    data_collator: Callable[[dict, Any], Any] = lambda cfg, tokenizer: None  # (cfg, tokenizer) -> collator
+    data_arguments: Callable[[dict], dict] = lambda cfg: {}  # (cfg) -> eval and token-count TrainingArguments
 
 
 STEPS = Steps()
@@ -397,7 +326,7 @@ STEPS = Steps()
 # Paths in train_config.json, and the variables that override them at launch (a build copied elsewhere).
 PATHS = (("model", "path", "QCOMPILE_MODEL_PATH"), ("model", "tokenizer", "QCOMPILE_MODEL_PATH"),
          ("data", "path", "QCOMPILE_DATA_PATH"), ("training", "output_dir", "QCOMPILE_OUTPUT_DIR"),
-         ("backend", "offload_folder", None))
+         ("data", "eval_path", None), ("data", "chat_template", None), ("backend", "offload_folder", None))
 
 
 def read_config(config_path: Path) -> dict:
@@ -434,8 +363,9 @@ def run(config_path: Path, resume: bool) -> None:
                                               trust_remote_code=cfg["model"]["trust_remote_code"])
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    dataset = build_dataset(cfg, tokenizer)  # every row is checked before the model is loaded
-    log(f"{len(dataset)} examples from {cfg['data']['path']} ({cfg['data']['format']})")
+    dataset, eval_dataset = STEPS.build_data(cfg, tokenizer)  # every row is checked before the model loads
+    log(f"{len(dataset)} examples from {cfg['data']['path'] or cfg['data']['hub_id']} ({cfg['data']['format']})"
+        + (f", {len(eval_dataset)} for eval" if eval_dataset else ""))
     cfg["training"]["total_steps"] = total_steps(cfg, len(dataset))
 
     args = training_arguments(cfg, config_path.parent)  # initialises torch.distributed when distributed
@@ -446,7 +376,8 @@ def run(config_path: Path, resume: bool) -> None:
         model=model,
         args=args,
         train_dataset=dataset,
-        data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100),
+        eval_dataset=eval_dataset or None,
+        data_collator=STEPS.data_collator(cfg, tokenizer),
         # the commit marker last: a part's on_save (e.g. AdaLoRA's allocator state) is inside the commit
         callbacks=[Progress(output_dir / "metrics.jsonl"), StopOnNonFinite(), *STEPS.callbacks, CommitCheckpoint()],
     )
@@ -487,6 +418,433 @@ def leave_process_group() -> None:
     abort a rank that has finished its work."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
+
+
+# ================================================================ rows
+# Rows as users have them: each format's fields (renamed by data.columns), ShareGPT turns turned into
+# chat messages, and one check per row whose message is the same at validate time (qcompile imports this
+# part; it needs only the standard library) and at the start of the job.
+
+
+FIELDS = {"alpaca": ("instruction", "input", "output"), "chat": ("messages",), "sharegpt": ("conversations",),
+          "text": ("text",)}
+REQUIRED = {"alpaca": ("instruction", "output"), "chat": ("messages",), "sharegpt": ("conversations",),
+            "text": ("text",)}
+SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
+                  "system": "system"}
+CHAT_ROLES = ("system", "user", "assistant")
+
+
+class RowError(ValueError):
+    """One bad row: the message, the key it is about (for its column), and a hint."""
+
+    def __init__(self, message: str, key: str | None = None, hint: str | None = None):
+        super().__init__(message)
+        self.message, self.key, self.hint = message, key, hint
+
+
+def format_hint(row: dict, fmt: str, columns: dict) -> str | None:
+    """The format a row with the wrong fields looks like, e.g. a ShareGPT file declared as chat."""
+    for other, fields in REQUIRED.items():
+        if other != fmt and all(f in row for f in fields):
+            return f"the row looks like the {other} format: set data.format: {other}"
+    return f"map your column names with data.columns (the {fmt} format reads {', '.join(FIELDS[fmt])})" \
+        if not columns else None
+
+
+def check_row(row, fmt: str, columns: dict) -> dict:
+    """The row with the format's field names (columns renamed), checked; RowError when it is bad."""
+    if not isinstance(row, dict):
+        raise RowError(f"expected a JSON object for the {fmt} format, got {type(row).__name__}")
+    fields = {name: columns.get(name, name) for name in FIELDS[fmt]}
+    for name in REQUIRED[fmt]:
+        if row.get(fields[name]) is None:
+            shown = repr(fields[name]) + ("" if fields[name] == name else f" (data.columns.{name})")
+            raise RowError(f"missing key {shown} for the {fmt} format", None, format_hint(row, fmt, columns))
+    out = {name: row.get(column) for name, column in fields.items()}
+    if fmt == "chat":
+        check_messages(out["messages"], fields["messages"])
+    elif fmt == "sharegpt":
+        out["messages"] = sharegpt_messages(out.pop("conversations"), fields["conversations"])
+    else:
+        for name in FIELDS[fmt]:
+            if out[name] is not None and not isinstance(out[name], str):
+                raise RowError(f"{fields[name]!r} must be a string, got {type(out[name]).__name__}", fields[name])
+    return out
+
+
+def check_messages(messages, key: str) -> None:
+    if not isinstance(messages, list) or not messages:
+        raise RowError(f"{key!r} must be a non-empty list of messages", key)
+    for i, message in enumerate(messages):
+        if isinstance(message, dict) and "from" in message and "value" in message and "role" not in message:
+            raise RowError(f"{key}[{i}] has from/value, not role/content", key,
+                           "the row looks like the sharegpt format: set data.format: sharegpt")
+        if not isinstance(message, dict) or not isinstance(message.get("content"), str):
+            raise RowError(f"{key}[{i}] needs a string 'content'", key)
+        if message.get("role") not in CHAT_ROLES:
+            raise RowError(f"{key}[{i}].role must be system, user or assistant, got {message.get('role')!r}", key)
+    if not any(m["role"] == "assistant" for m in messages):
+        raise RowError(f"{key!r} has no assistant message to learn from", key)
+
+
+def sharegpt_messages(turns, key: str) -> list:
+    """ShareGPT turns ({from, value}) as chat messages ({role, content})."""
+    if not isinstance(turns, list) or not turns:
+        raise RowError(f"{key!r} must be a non-empty list of turns", key)
+    messages = []
+    for i, turn in enumerate(turns):
+        if isinstance(turn, dict) and "role" in turn and "content" in turn and "from" not in turn:
+            raise RowError(f"{key}[{i}] has role/content, not from/value", key,
+                           "the row looks like the chat format: set data.format: chat")
+        if not isinstance(turn, dict) or not isinstance(turn.get("value"), str):
+            raise RowError(f"{key}[{i}] needs a string 'value'", key)
+        role = SHAREGPT_ROLES.get(str(turn.get("from")).lower())
+        if role is None:
+            raise RowError(f"{key}[{i}].from must be human, gpt, system, user or assistant, "
+                           f"got {turn.get('from')!r}", key)
+        messages.append({"role": role, "content": turn["value"]})
+    if not any(m["role"] == "assistant" for m in messages):
+        raise RowError(f"{key!r} has no gpt/assistant turn to learn from", key)
+    return messages
+
+
+def check_json_line(line: str, fmt: str, columns: dict) -> tuple[dict | None, RowError | None, int]:
+    """A JSON lines row: (row, None, 0) or (None, error, its 1-based column)."""
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError:
+        try:  # again without the line end, so an error at the end of the line points into it
+            json.loads(line.rstrip("\r\n"))
+        except json.JSONDecodeError as exc:
+            return None, RowError(f"not valid JSON: {exc.msg}"), exc.colno
+        return None, RowError("not valid JSON"), 1
+    return checked(row, line, fmt, columns)
+
+
+def checked(row, line: str, fmt: str, columns: dict) -> tuple[dict | None, RowError | None, int]:
+    try:
+        return check_row(row, fmt, columns), None, 0
+    except RowError as exc:
+        column = line.find(json.dumps(exc.key)) + 1 if exc.key else 0
+        return None, exc, max(column, 1)
+
+
+def plain_row_test(fmt: str, columns: dict):
+    """A fast test that passes the rows check_row passes, for the formats of plain string fields
+    (alpaca, text); None for the others. Rows it fails go through check_row for the message."""
+    if fmt not in ("alpaca", "text"):
+        return None
+    required = [columns.get(f, f) for f in REQUIRED[fmt]]
+    optional = [columns.get(f, f) for f in FIELDS[fmt] if f not in REQUIRED[fmt]]
+
+    def ok(row) -> bool:  # plain loops: generators would double the cost per row
+        if type(row) is not dict:
+            return False
+        for column in required:
+            if type(row.get(column)) is not str:
+                return False
+        for column in optional:
+            value = row.get(column)
+            if value is not None and type(value) is not str:
+                return False
+        return True
+    return ok
+
+
+def scan_file(path: str, fmt: str, columns: dict, cap: int = 20) -> tuple[list, int]:
+    """Check a local .jsonl or .json file row by row: ([(line, column, RowError)] for the first `cap` bad
+    rows, number of bad rows). JSON lines are streamed in chunks of about 1 MB, each parsed in one call;
+    a .json array's rows are numbered, with line 0."""
+    if path.endswith(".json"):
+        return scan_json_array(path, fmt, columns, cap)
+    problems, bad, first_line = [], 0, 1
+    fast = plain_row_test(fmt, columns)
+    with open(path, "rb") as handle:
+        while lines := handle.readlines(1 << 20):
+            numbers = [first_line + i for i, line in enumerate(lines) if not line.isspace()]
+            kept = lines if len(numbers) == len(lines) else [lines[n - first_line] for n in numbers]
+            first_line += len(lines)
+            try:
+                rows = json.loads(b"[" + b",".join(kept) + b"]")
+            except json.JSONDecodeError:
+                rows = None  # some line is not JSON: check this chunk line by line
+            for index, number in enumerate(numbers):
+                if rows is not None and fast is not None and fast(rows[index]):
+                    continue
+                text = kept[index].decode("utf-8")
+                if rows is None:
+                    _, error, column = check_json_line(text, fmt, columns)
+                else:
+                    _, error, column = checked(rows[index], text, fmt, columns)
+                if error is not None:
+                    bad += 1
+                    if len(problems) < cap:
+                        problems.append((number, column, error))
+    return problems, bad
+
+
+def scan_json_array(path: str, fmt: str, columns: dict, cap: int) -> tuple[list, int]:
+    problems, bad = [], 0
+    with open(path, encoding="utf-8") as handle:
+        try:
+            data = json.load(handle)
+        except json.JSONDecodeError as exc:
+            return [(exc.lineno, exc.colno, RowError(f"not valid JSON: {exc.msg}"))], 1
+    if not isinstance(data, list):
+        return [(1, 1, RowError("a .json data file holds a list of rows", None,
+                                "write [ {...}, {...} ], or one object per line in a .jsonl file"))], 1
+    for number, row in enumerate(data, start=1):
+        try:
+            check_row(row, fmt, columns)
+        except RowError as exc:
+            bad += 1
+            if len(problems) < cap:
+                exc.message = f"row {number}: {exc.message}"
+                problems.append((0, 0, exc))
+    return problems, bad
+
+
+# ================================================================ data
+# Data: load the rows with `datasets` (local JSON lines, JSON, parquet, CSV, a save_to_disk folder or a
+# hub dataset), check every row before the model loads, encode each format with loss on the responses
+# only, hold out the eval rows (chosen by the seed), and pack samples into max_seq_length rows whose
+# restarting position ids keep attention inside each sample.
+
+
+ALPACA_PROMPT = "### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:\n"
+ALPACA_PROMPT_NO_INPUT = "### Instruction:\n{instruction}\n\n### Response:\n"
+CHAT_TEMPLATES = {
+    "chatml": "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
+              "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}",
+    "llama3": "{% if messages %}<|begin_of_text|>{% endif %}{% for message in messages %}<|start_header_id|>"
+              "{{ message['role'] }}<|end_header_id|>\n\n{{ message['content'] }}<|eot_id|>{% endfor %}"
+              "{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}",
+}
+BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
+PACK_WINDOW = 64  # open rows a sample may go into: near first-fit packing at a bounded cost per sample
+
+
+# ---------------------------------------------------------------- rows
+
+
+def load_source(data: dict, path: str | None):
+    """A datasets.Dataset from a local file or folder, or from the hub (cached by datasets)."""
+    import datasets
+
+    datasets.disable_progress_bars()
+    where = path or data["hub_id"]
+    try:
+        if path is None:
+            return datasets.load_dataset(data["hub_id"], data["subset"], split=data["split"],
+                                         revision=data["revision"])
+        if Path(path).is_dir():
+            loaded = datasets.load_from_disk(path)
+            if isinstance(loaded, datasets.DatasetDict):
+                if data["split"] not in loaded:
+                    raise JobError(f"{path}: no split {data['split']!r} (has {', '.join(loaded)}); set data.split")
+                loaded = loaded[data["split"]]
+            return loaded
+        builder = BUILDERS.get(Path(path).suffix.lower())
+        if builder is None:
+            raise JobError(f"{path}: data files are .jsonl, .json, .parquet or .csv, or a save_to_disk folder")
+        return datasets.load_dataset(builder, data_files=path, split="train")
+    except JobError:
+        raise
+    except Exception as exc:  # datasets raises many kinds; each is the data's problem, said in one line
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise JobError(f"{where}: cannot load the data: {message}") from None
+
+
+def read_rows(data: dict, path: str | None) -> list:
+    """Every row checked (JSON files line by line, as qcompile validate does), renamed to the format's fields."""
+    fmt, columns = data["format"], data["columns"]
+    if path is not None and Path(path).is_file() and Path(path).suffix.lower() in (".jsonl", ".json"):
+        problems, bad = scan_file(path, fmt, columns)
+        if problems:
+            line, column, error = problems[0]
+            where = f"{path}:{line}:{column}" if line else path
+            more = f" (and {bad - 1} more bad rows)" if bad > 1 else ""
+            raise JobError(f"{where}: error: {error.message}{more}" + (f"\n  hint: {error.hint}" if error.hint else ""))
+    dataset = load_source(data, path)
+    rows, where = [], path or data["hub_id"]
+    for number, row in enumerate(dataset, start=1):
+        try:
+            rows.append(check_row(row, fmt, columns))
+        except RowError as error:
+            hint = f"\n  hint: {error.hint}" if error.hint else ""
+            raise JobError(f"{where}: row {number}: error: {error.message}{hint}") from None
+    if not rows:
+        raise JobError(f"{where}: no training rows")
+    return rows
+
+
+def split_eval(rows: list, fraction: float, seed: int) -> tuple[list, list]:
+    """(train rows, eval rows): round(fraction x rows), at least one, chosen by the seed, in file order."""
+    if not fraction:
+        return rows, []
+    count = max(1, round(len(rows) * fraction))
+    if count >= len(rows):
+        raise JobError(f"data.eval_fraction {fraction} of {len(rows)} rows leaves none to train on")
+    held = set(random.Random(seed).sample(range(len(rows)), count))
+    return [r for i, r in enumerate(rows) if i not in held], [r for i, r in enumerate(rows) if i in held]
+
+
+# ---------------------------------------------------------------- tokens
+
+
+def chat_template(data: dict) -> str | None:
+    name = data["chat_template"]
+    if name is None:
+        return None
+    if name in CHAT_TEMPLATES:
+        return CHAT_TEMPLATES[name]
+    try:
+        return Path(name).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise JobError(f"data.chat_template: cannot read {name}: {exc.strerror or exc}") from None
+
+
+def render_chat(tokenizer, messages: list, template: str | None = None, prompt: bool = False) -> str:
+    """The conversation as text; prompt=True adds the assistant header that precedes a reply."""
+    template = template or tokenizer.chat_template
+    if template:
+        return tokenizer.apply_chat_template(messages, chat_template=template, tokenize=False,
+                                             add_generation_prompt=prompt)
+    return "".join(f"<|{m['role']}|>\n{m['content']}\n" for m in messages) + ("<|assistant|>\n" if prompt else "")
+
+
+def encode(tokenizer, row: dict, fmt: str, max_len: int, template: str | None = None) -> dict:
+    """Token ids and labels; labels are -100 outside the responses for alpaca, chat and sharegpt."""
+    eos = tokenizer.eos_token or ""
+    if fmt == "text":
+        pieces = [(row["text"] + eos, True)]
+    elif fmt == "alpaca":
+        prompt = ALPACA_PROMPT if row.get("input") else ALPACA_PROMPT_NO_INPUT
+        pieces = [(prompt.format(instruction=row["instruction"], input=row.get("input") or ""), False),
+                  (row["output"] + eos, True)]
+    else:  # chat and sharegpt: each message's text is the difference between successive renderings
+        pieces, previous, messages = [], "", row["messages"]
+        for i, message in enumerate(messages):
+            text = render_chat(tokenizer, messages[: i + 1], template)
+            if not text.startswith(previous):
+                previous = ""  # a template that is not prefix-stable: fall back to the whole text
+            if message["role"] == "assistant":  # the assistant header is prompt; the reply and its end are trained
+                header = render_chat(tokenizer, messages[:i], template, prompt=True)
+                if header.startswith(previous) and text.startswith(header):
+                    pieces.append((header[len(previous):], False))
+                    previous = header
+            pieces.append((text[len(previous):], message["role"] == "assistant"))
+            previous = text
+    input_ids, labels = [], []
+    for text, trained in pieces:
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        input_ids += ids
+        labels += ids if trained else [-100] * len(ids)
+    input_ids, labels = input_ids[:max_len], labels[:max_len]
+    return {"input_ids": input_ids, "attention_mask": [1] * len(input_ids), "labels": labels}
+
+
+def encode_all(cfg: dict, tokenizer, rows: list, what: str) -> list:
+    data, max_len = cfg["data"], cfg["strategies"]["max_seq_length"]
+    template = chat_template(data)
+    examples = [encode(tokenizer, row, data["format"], max_len, template) for row in rows]
+    examples = [e for e in examples if any(label != -100 for label in e["labels"])]
+    if not examples:
+        raise JobError(f"{what}: every response was truncated away by max_seq_length={max_len}")
+    return examples
+
+
+# ---------------------------------------------------------------- packing
+
+
+def pack(examples: list, max_len: int) -> list:
+    """Samples packed into rows of at most max_len tokens (each sample whole, in order, first fit among the
+    last PACK_WINDOW open rows). position_ids restart at each sample, and its first label is -100: that
+    token is never predicted from the previous sample, as in an unpacked batch."""
+    rows, open_rows = [], []
+    for example in examples:
+        size = len(example["input_ids"])
+        target = next((r for r in open_rows if len(r["input_ids"]) + size <= max_len), None)
+        if target is None:
+            target = {"input_ids": [], "labels": [], "position_ids": []}
+            rows.append(target)
+            open_rows = (open_rows + [target])[-PACK_WINDOW:]
+        target["input_ids"] += example["input_ids"]
+        target["labels"] += [-100] + example["labels"][1:]
+        target["position_ids"] += list(range(size))
+    return rows
+
+
+def as_rows(examples: list) -> list:
+    """Unpacked samples in the packed layout, for eval batches through the same collator."""
+    return [{"input_ids": e["input_ids"], "labels": [-100] + e["labels"][1:],
+             "position_ids": list(range(len(e["input_ids"])))} for e in examples]
+
+
+class PackedCollator:
+    """Pads packed rows to the longest in the batch. There is no attention mask: transformers reads the
+    samples' boundaries from the restarting position_ids and builds a block-diagonal causal mask (the
+    padding is a sample of its own, with no labels). use_cache=False: with a cache it would not."""
+
+    def __init__(self, pad_id: int):
+        self.pad_id = pad_id
+
+    def __call__(self, features: list) -> dict:
+        width = max(len(f["input_ids"]) for f in features)
+        batch = {"input_ids": [], "labels": [], "position_ids": []}
+        for f in features:
+            pad = width - len(f["input_ids"])
+            batch["input_ids"].append(f["input_ids"] + [self.pad_id] * pad)
+            batch["labels"].append(f["labels"] + [-100] * pad)
+            batch["position_ids"].append(f["position_ids"] + list(range(pad)))
+        return {**{k: torch.tensor(v, dtype=torch.long) for k, v in batch.items()}, "use_cache": False}
+
+
+# ---------------------------------------------------------------- the job's data
+
+
+def build_data(cfg: dict, tokenizer) -> tuple[list, list]:
+    """(train rows, eval rows) as the Trainer reads them; every row is checked before the model loads."""
+    data, max_len = cfg["data"], cfg["strategies"]["max_seq_length"]
+    where = data["path"] or data["hub_id"]
+    rows = read_rows(data, data["path"])
+    rows, held = split_eval(rows, data["eval_fraction"], cfg["training"]["seed"])
+    if data["eval_path"] is not None:
+        held = read_rows(data, data["eval_path"])
+    train = encode_all(cfg, tokenizer, rows, where)
+    evaluation = encode_all(cfg, tokenizer, held, data["eval_path"] or where) if held else []
+    if data["packing"]:
+        packed = pack(train, max_len)
+        log(f"packed {len(train)} samples into {len(packed)} rows of at most {max_len} tokens")
+        return packed, as_rows(evaluation)
+    return train, evaluation
+
+
+def data_collator(cfg: dict, tokenizer):
+    if cfg["data"]["packing"]:
+        return PackedCollator(tokenizer.pad_token_id)
+    return DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100)
+
+
+def data_arguments(cfg: dict) -> dict:
+    """TrainingArguments for eval and token counting."""
+    steps = cfg["training"]["eval_steps"]
+    evaluates = steps is not None and cfg["data"]["has_eval"]
+    return {
+        "eval_strategy": "steps" if evaluates else "no",
+        "eval_steps": steps if evaluates else None,
+        "per_device_eval_batch_size": cfg["training"]["micro_batch_size"],
+        "prediction_loss_only": True,  # no logits kept across eval batches
+        "label_names": ["labels"],  # a peft model hides the labels argument from Trainer's inspection
+        # packed rows have no attention mask to count real tokens by: count every token (padding is rare)
+        "include_num_input_tokens_seen": "all" if cfg["data"]["packing"] else "non_padding",
+    }
+
+
+STEPS.build_data = build_data
+STEPS.data_collator = data_collator
+STEPS.data_arguments = data_arguments
 
 
 # ================================================================ deepspeed
