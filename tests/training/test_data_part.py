@@ -233,3 +233,27 @@ def test_hub_dataset_offline_without_cache_is_one_clear_error(monkeypatch, tmp_p
     with pytest.raises(core.JobError, match=r"^nobody/no-such-set: cannot load the data: ") as caught:
         data.read_rows(data_cfg(hub_id="nobody/no-such-set"), None)
     assert "\n" not in str(caught.value)
+
+
+def test_a_huge_row_is_cut_before_it_is_tokenized(tokenizer, monkeypatch):
+    seen = []
+    real = tokenizer.__class__.__call__
+
+    def counting(self, text, **kwargs):
+        seen.append(len(text))
+        return real(self, text, **kwargs)
+
+    monkeypatch.setattr(tokenizer.__class__, "__call__", counting)
+    row = {"instruction": "Repeat.", "output": "word " * 2_000_000}  # 10 MB of response
+    example = data.encode(tokenizer, row, "alpaca", 64)
+    assert len(example["input_ids"]) == 64 and max(seen) <= 64 * data.MAX_CHARS_PER_TOKEN
+
+
+def test_rows_truncated_away_are_counted_and_named(tokenizer, capsys):
+    long_prompt = {"instruction": "x " * 400, "output": "ok"}
+    rows = [{"instruction": "Say hi.", "output": "hi"}, long_prompt, long_prompt]
+    cfg = {"data": data_cfg(), "strategies": {"max_seq_length": 128}}
+    examples = data.encode_all(cfg, tokenizer, rows, "train.jsonl")
+    assert len(examples) == 1
+    assert "train.jsonl: dropped 2 of 3 rows whose response was truncated away by max_seq_length=128 (rows 2, 3)" \
+        in capsys.readouterr().out

@@ -623,6 +623,8 @@ CHAT_TEMPLATES = {
 }
 BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
 PACK_WINDOW = 64  # open rows a sample may go into: near first-fit packing at a bounded cost per sample
+MAX_CHARS_PER_TOKEN = 64  # longer than any token of a real vocabulary: the text a row can still use
+SHOWN_DROPPED = 5  # rows named when rows are dropped
 
 
 # ---------------------------------------------------------------- rows
@@ -738,7 +740,11 @@ def encode(tokenizer, row: dict, fmt: str, max_len: int, template: str | None = 
             previous = text
     input_ids, labels = [], []
     for text, trained in pieces:
-        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        room = max_len - len(input_ids)
+        if room <= 0:
+            break
+        # No token is longer than MAX_CHARS_PER_TOKEN characters: a huge row is cut before it is tokenized.
+        ids = tokenizer(text[: room * MAX_CHARS_PER_TOKEN], add_special_tokens=False)["input_ids"]
         input_ids += ids
         labels += ids if trained else [-100] * len(ids)
     input_ids, labels = input_ids[:max_len], labels[:max_len]
@@ -748,10 +754,15 @@ def encode(tokenizer, row: dict, fmt: str, max_len: int, template: str | None = 
 def encode_all(cfg: dict, tokenizer, rows: list, what: str) -> list:
     data, max_len = cfg["data"], cfg["strategies"]["max_seq_length"]
     template = chat_template(data)
-    examples = [encode(tokenizer, row, data["format"], max_len, template) for row in rows]
-    examples = [e for e in examples if any(label != -100 for label in e["labels"])]
+    encoded = [encode(tokenizer, row, data["format"], max_len, template) for row in rows]
+    examples = [e for e in encoded if any(label != -100 for label in e["labels"])]
     if not examples:
         raise JobError(f"{what}: every response was truncated away by max_seq_length={max_len}")
+    dropped = [i + 1 for i, e in enumerate(encoded) if not any(label != -100 for label in e["labels"])]
+    if dropped:
+        named = ", ".join(map(str, dropped[:SHOWN_DROPPED])) + (" ..." if len(dropped) > SHOWN_DROPPED else "")
+        log(f"{what}: dropped {len(dropped)} of {len(encoded)} rows whose response was truncated away by "
+            f"max_seq_length={max_len} (rows {named})")
     return examples
 
 
