@@ -37,7 +37,7 @@ SAFE_AROUND_VARIABLES = re.compile(r"^[A-Za-z0-9_=:,./+-]*$")
 
 # (pattern in the failed rank's last lines, what it most likely means), first match wins
 CAUSES = (
-    (re.compile(r"^(.*?)error: (.*)"), "{0}{1}"),  # the job's own message, after its file:line if any
+    (re.compile(r"^error: (.*)"), "{0}"),  # the job's own message
     (re.compile(r"CUDA out of memory|OutOfMemoryError|out of memory", re.I),
      "out of device memory: check `qcompile plan` and reduce micro_batch_size or max_seq_length"),
     (re.compile(r"Address already in use|EADDRINUSE"), "the rendezvous port is taken: another job uses it"),

@@ -126,10 +126,10 @@ def test_every_source_reads_the_same_rows(tmp_path):
 
 def test_bad_rows_named_for_every_source(tmp_path):
     sources = write_sources(tmp_path)
-    with pytest.raises(core.JobError, match=r"rows\.parquet: row 1: error: missing key 'instruction' .*\n"
+    with pytest.raises(core.JobError, match=r"rows\.parquet: row 1: missing key 'instruction' .*\n"
                                             r"  hint: map your column names with data\.columns"):
         data.read_rows(data_cfg(), sources["rows.parquet"])
-    with pytest.raises(core.JobError, match=r"rows\.jsonl:1:1: error: missing key 'answer' \(data\.columns\.output\)"
+    with pytest.raises(core.JobError, match=r"rows\.jsonl:1:1: missing key 'answer' \(data\.columns\.output\)"
                                             r" .*\(and 5 more bad rows\)"):
         data.read_rows(data_cfg(columns={"instruction": "q", "output": "answer"}), sources["rows.jsonl"])
     with pytest.raises(core.JobError, match=r"saved: no split 'test' \(has train\)"):
@@ -139,7 +139,7 @@ def test_bad_rows_named_for_every_source(tmp_path):
 def test_sharegpt_file_declared_as_chat_is_named(tmp_path):
     path = tmp_path / "sg.jsonl"
     path.write_text(json.dumps({"conversations": [{"from": "human", "value": "hi"}]}) + "\n")
-    expected = (r"sg\.jsonl:1:1: error: missing key 'messages'.*\n"
+    expected = (r"sg\.jsonl:1:1: missing key 'messages'.*\n"
                 r"  hint: the row looks like the sharegpt format: set data\.format: sharegpt")
     with pytest.raises(core.JobError, match=expected):
         data.read_rows(data_cfg(format="chat"), str(path))

@@ -33,7 +33,7 @@ def test_bad_row_stops_both_ranks_and_the_failing_rank_is_shown(tmp_path, model_
     bad.write_text("\n".join(rows) + "\n")
     result = CliRunner().invoke(cli, ["run", spec_file(tmp_path, "zero2-cpu.yaml", bad), "-o", str(tmp_path / "b")])
     assert result.exit_code == 1
-    assert f"{bad}:3:1: error: missing key 'output' for the alpaca format" in result.output
+    assert f"error: {bad}:3:1: missing key 'output' for the alpaca format" in result.output
     assert "training failed" in result.output and "last lines of rank" in result.output
     assert "Traceback" not in result.output.split("training failed")[1]
     assert "ChildFailedError" not in result.output  # torchrun's own report stays out of the way

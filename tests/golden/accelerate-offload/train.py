@@ -670,7 +670,7 @@ def read_rows(data: dict, path: str | None) -> list:
             line, column, error = problems[0]
             where = f"{path}:{line}:{column}" if line else path
             more = f" (and {bad - 1} more bad rows)" if bad > 1 else ""
-            raise JobError(f"{where}: error: {error.message}{more}" + (f"\n  hint: {error.hint}" if error.hint else ""))
+            raise JobError(f"{where}: {error.message}{more}" + (f"\n  hint: {error.hint}" if error.hint else ""))
     dataset = load_source(data, path)
     rows, where = [], path or data["hub_id"]
     for number, row in enumerate(dataset, start=1):
@@ -678,7 +678,7 @@ def read_rows(data: dict, path: str | None) -> list:
             rows.append(check_row(row, fmt, columns))
         except RowError as error:
             hint = f"\n  hint: {error.hint}" if error.hint else ""
-            raise JobError(f"{where}: row {number}: error: {error.message}{hint}") from None
+            raise JobError(f"{where}: row {number}: {error.message}{hint}") from None
     if not rows:
         raise JobError(f"{where}: no training rows")
     return rows
