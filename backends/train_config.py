@@ -109,6 +109,8 @@ def build_train_config(ctx, build_dir: str | Path | None = None) -> dict:
             "save_steps": training.save_steps,
             "logging_steps": training.logging_steps,
             "eval_steps": training.eval_steps,
+            "report_to": list(training.report_to),
+            "run_name": training.run_name,
         },
     }
     folder = config["backend"].get("offload_folder")

@@ -18,7 +18,7 @@ from importlib import resources
 PART_NAME = re.compile(r"[a-z][a-z0-9_]*")
 LINE_LENGTH = 120
 BANNER = "# " + "=" * 64  # above each part; the parts mark their own sections with "# ----"
-EVERY_JOB = ("rows", "data")  # parts every backend's job needs, placed right after core
+EVERY_JOB = ("rows", "data", "summary", "tracking")  # parts every job needs, placed right after core
 
 
 class ScriptPartError(ValueError):

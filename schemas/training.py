@@ -2,7 +2,7 @@
 
 from typing import Literal
 
-from pydantic import Field, create_model
+from pydantic import Field, create_model, field_validator
 
 from qcompile.strategies import section_fields
 
@@ -37,6 +37,20 @@ class _TrainingSpecBase(Section):
     eval_steps: int | None = Field(None, ge=1, le=MAX_STEPS,
                                    description="Compute eval_loss every this many steps (needs data.eval_fraction "
                                    "or data.eval_path); null: no eval.")
+    report_to: list[Literal["tensorboard", "wandb", "mlflow"]] = Field(
+        default_factory=list, max_length=3,
+        description="Experiment trackers the Trainer reports to (its own integrations): tensorboard writes under "
+        "output_dir/logs; wandb and mlflow follow their usual environment (WANDB_MODE, MLFLOW_TRACKING_URI). "
+        "Empty: none.")
+    run_name: str | None = Field(None, min_length=1, max_length=200,
+                                 description="The run's name in the trackers [default: the spec file's name].")
+
+    @field_validator("report_to")
+    @classmethod
+    def _once_each(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("names a tracker twice")
+        return value
 
 
 TrainingSpec = create_model(

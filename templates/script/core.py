@@ -130,7 +130,7 @@ def training_arguments(cfg: dict, config_dir: Path) -> TrainingArguments:
         logging_steps=train["logging_steps"],
         logging_nan_inf_filter=False,  # a non-finite loss must reach StopOnNonFinite, not be averaged away
         use_cpu=cfg["accelerator"] == "cpu",
-        report_to="none",
+        **STEPS.tracking_arguments(cfg),
         disable_tqdm=True,
         remove_unused_columns=False,
         dataloader_num_workers=0,
@@ -165,7 +165,8 @@ class Progress(TrainerCallback):
         done = state.global_step - self.first_step
         eta = elapsed / done * (state.max_steps - state.global_step) if done else 0.0
         record = {"step": state.global_step, "max_steps": state.max_steps, "loss": logs["loss"],
-                  "learning_rate": logs.get("learning_rate"), "tokens": tokens, "tokens_per_s": rate,
+                  "learning_rate": logs.get("learning_rate"), "grad_norm": logs.get("grad_norm"),
+                  "tokens": tokens, "tokens_per_s": rate,
                   "elapsed_s": elapsed, "eta_s": eta}
         with open(self.metrics_path, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(record, sort_keys=True) + "\n")
@@ -300,6 +301,8 @@ class Steps:
     build_data: Callable[[dict, Any], tuple] = no_data  # (cfg, tokenizer) -> (train rows, eval rows)
     data_collator: Callable[[dict, Any], Any] = lambda cfg, tokenizer: None  # (cfg, tokenizer) -> collator
     data_arguments: Callable[[dict], dict] = lambda cfg: {}  # (cfg) -> eval and token-count TrainingArguments
+    tracking_arguments: Callable[[dict], dict] = lambda cfg: {"report_to": "none"}  # (cfg) -> trackers, run name
+    finish: Callable[[Path, str | None], None] = lambda config, error: None  # (config, error or None): summary
 
 
 STEPS = Steps()
@@ -387,12 +390,19 @@ def main(argv=None) -> int:
     parser.add_argument("--config", type=Path, required=True, help="train_config.json written by qcompile")
     parser.add_argument("--resume", action="store_true", help="continue from the latest complete checkpoint")
     options = parser.parse_args(argv)
+    error = "interrupted"
     try:
         run(options.config.resolve(), options.resume)
+        error = None
     except JobError as exc:
+        error = str(exc)
         print(f"error: {exc}", file=sys.stderr, flush=True)
         return 1
+    except Exception as exc:
+        error = f"{type(exc).__name__}: {exc}"
+        raise
     finally:
+        STEPS.finish(options.config.resolve(), error)
         leave_process_group()
     return 0
 
