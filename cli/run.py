@@ -18,6 +18,9 @@ import click
 from qcompile.compiler.data_checks import data_diagnostics
 from qcompile.compiler.emit import emit_loaded
 from qcompile.compiler.launch import (
+    ProgressView,
+    after_run,
+    check_trackers,
     default_cache_dir,
     job_env,
     launch_script_argv,
@@ -54,14 +57,25 @@ def launch_values(env: dict[str, str]) -> dict[str, str]:
               "then hardware.rendezvous.address].")
 @click.option("--master-port", type=click.IntRange(1, 65535), help="Rendezvous port on node 0 "
               "[default: MASTER_PORT, then hardware.rendezvous.port].")
+@click.option("--preflight", is_flag=True, help="Run the real job for a few steps in a temporary folder (checkpoint, "
+              "resume, measured memory against the plan, time estimate), print a verdict, leave nothing behind.")
+@click.option("--steps", type=click.IntRange(1, 1000),
+              help="Steps the preflight trains before its checkpoint [default: 3].")
 @handle_errors
 def run(spec: str, resume: bool, dry_run: bool, out_dir: str | None, force: bool, no_memory_check: bool,
-        node_rank: int | None, master_addr: str | None, master_port: int | None) -> None:
+        node_rank: int | None, master_addr: str | None, master_port: int | None, preflight: bool,
+        steps: int | None) -> None:
     """Compile SPEC and train: leaves a LoRA adapter in training.output_dir."""
     loaded = load_spec(spec, memory_check=not no_memory_check)
     missing = [d for d in data_diagnostics(loaded.spec, loaded.spec_dir, must_exist=True) if d.is_error]
     if missing:
         raise loaded.error(missing)
+    if preflight:
+        from qcompile.compiler.preflight import DEFAULT_STEPS
+        from qcompile.compiler.preflight import preflight as run_preflight
+
+        sys.exit(0 if run_preflight(loaded, steps or DEFAULT_STEPS, echo=click.echo) else EXIT_USER)
+    check_trackers(loaded.context.spec)
     node = node_environment(loaded.context.spec, node_rank, master_addr, master_port)  # refuses before launch
     leader = node.get("NODE_RANK", "0") == "0"
     start = check_run(loaded, resume) if leader else None  # what can refuse the run, before a file is written
@@ -84,13 +98,16 @@ def run(spec: str, resume: bool, dry_run: bool, out_dir: str | None, force: bool
         return
     if start is not None:
         begin_run(start)
+    view = ProgressView(click.echo)
     try:
         # The launcher keeps the lock's descriptor: the lock lives as long as the job, even past a kill -9 here.
-        outcome = run_job(Path(result.build_dir), launch_script_argv(resume), env, echo=lambda line: click.echo(line),
+        outcome = run_job(Path(result.build_dir), launch_script_argv(resume), env, echo=view,
                           pass_fds=(start.lock_fd,) if start is not None and start.lock_fd is not None else ())
     finally:
+        view.close()
         if start is not None:
             start.release()
+            after_run(start.paths.output_dir, echo=click.echo)
     if outcome.returncode != 0:
         who = f"rank {outcome.failed_rank}" if outcome.failed_rank is not None else "the job"
         click.echo(click.style(f"error: training failed (exit code {outcome.returncode}); last lines of {who}:",

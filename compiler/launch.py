@@ -44,6 +44,8 @@ CAUSES = (
     (re.compile(r"^(\w+(?:Error|Exception)): (.*)"), "{0}: {1}"),
 )
 KILLED = (-9, 137)  # SIGKILL: most often the kernel's out-of-memory killer
+STEP_LINE = re.compile(r"^step (\d+)/(\d+) \| (.*)$")  # the job's progress line (templates/script/core.py)
+SEEN_LINES = 256  # other ranks' lines already shown by a rank are not shown again
 
 
 @dataclass
@@ -180,3 +182,72 @@ def run_job(build_dir: Path, argv: list[str], env: dict[str, str],
         failed_rank = min(r for r in tails if r >= 0)
     tail = list(tails.get(failed_rank if failed_rank is not None else -1) or tails.get(-1) or [])
     return JobResult(returncode, failed_rank, tail, likely_cause(tail, returncode))
+
+
+class ProgressView:
+    """What the user sees of the job's output: rank 0's lines without torchrun's `[default0]:` prefix,
+    another rank's line only when no rank has shown the same text (marked `rank N:`), and on a terminal
+    the step lines as one tqdm bar with its ETA (plain lines otherwise, or without tqdm)."""
+
+    def __init__(self, echo: Callable[[str], None] = print, tty: bool | None = None):
+        self.echo, self.bar, self.seen = echo, None, deque(maxlen=SEEN_LINES)
+        self.tty = sys.stdout.isatty() if tty is None else tty
+
+    def __call__(self, line: str) -> None:
+        match = RANK_PREFIX.match(line)
+        rank, text = (int(match[1]), match[2]) if match else (None, line)
+        if rank not in (None, 0):
+            if text in self.seen or not text.strip():
+                return
+            text = f"rank {rank}: {text}"
+        self.seen.append(match[2] if match else text)
+        step = STEP_LINE.match(text)
+        if step and self.tty and self._bar(int(step[1]), int(step[2]), step[3]):
+            return
+        if self.bar is not None:
+            self.bar.write(text)
+        else:
+            self.echo(text)
+
+    def _bar(self, done: int, total: int, rest: str) -> bool:
+        if self.bar is None:
+            try:
+                from tqdm import tqdm
+            except ImportError:
+                return False
+            self.bar = tqdm(total=total, unit="step", dynamic_ncols=True, initial=done - 1)
+        self.bar.total = total
+        self.bar.update(done - self.bar.n)
+        self.bar.set_postfix_str(" | ".join(p for p in rest.split(" | ") if not p.startswith(("elapsed", "eta"))))
+        return True
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+TRACKER_PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow"}
+
+
+def check_trackers(spec) -> None:
+    """training.report_to names trackers this Python can import, or the run stops before launch."""
+    import importlib.util
+
+    missing = [t for t in spec.training.report_to if importlib.util.find_spec(TRACKER_PACKAGES[t]) is None]
+    if missing:
+        raise UserError(f"training.report_to names {', '.join(missing)}, which is not installed in {sys.executable}",
+                        f"pip install {' '.join(TRACKER_PACKAGES[t] for t in missing)}, or remove it from report_to")
+
+
+def after_run(output_dir: Path, echo: Callable[[str], None] = print) -> None:
+    """What `qcompile run` adds once the job has ended (finished or not): loss.svg from metrics.jsonl."""
+    from .loss_picture import write_loss_svg
+
+    try:
+        picture = write_loss_svg(output_dir)
+    except OSError as exc:
+        echo(f"warning: loss.svg not written: {exc.strerror or exc}")
+        return
+    if picture is not None:
+        echo(f"loss curve: {picture}")

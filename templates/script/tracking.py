@@ -23,6 +23,7 @@ TRACKER_PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "m
 TELEMETRY = ".telemetry"  # one peaks file per rank, under output_dir
 NODE_SAMPLE_S = 0.5  # how often local rank 0 adds up the node's ranks' memory
 STARTED = time.time()
+FLIGHT = {}  # what a preflight learns about the real run (its step count)
 
 hf_logging.disable_progress_bar()  # per-rank "Loading weights" bars would interleave on the launcher's output
 
@@ -177,7 +178,7 @@ def finish_run(config_path: Path, error: str | None) -> None:
         summary = build_summary(output_dir, plan, cfg["accelerator"], cfg["world_size"],
                                 "completed" if error is None else "failed", error, process_seconds())
         if cfg.get("preflight"):
-            summary["preflight"] = cfg["preflight"]
+            summary["preflight"] = {**cfg["preflight"], **FLIGHT}
         write_summary(output_dir, summary)
         print("\n".join(summary_table(summary)), flush=True)
     except Exception as exc:  # the summary is a report: it must not turn a finished run into a failed one
@@ -198,7 +199,7 @@ def longest_rows(build: Callable):
         if not flight:
             return train, evaluation
         real = {**cfg, "training": {**cfg["training"], "max_steps": flight["run_max_steps"]}}
-        flight["run_total_steps"] = total_steps(real, len(train))
+        FLIGHT["run_total_steps"] = total_steps(real, len(train))
         per_step = cfg["training"]["micro_batch_size"] * cfg["world_size"]
         longest = sorted(train, key=lambda row: len(row["input_ids"]), reverse=True)[:per_step]
         needed = per_step * cfg["training"]["gradient_accumulation_steps"] * (cfg["training"]["max_steps"] + 1)
