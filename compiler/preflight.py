@@ -43,12 +43,13 @@ class Flight:
 
 
 def configure(config_path: Path, workdir: Path, steps: int) -> dict:
-    """The temporary build's train_config.json: a few steps into the temporary output directory, a
-    checkpoint at the last one, a log line per step, no trackers, and the preflight's own section."""
+    """The temporary build's train_config.json: steps + 1 steps into the temporary output directory, the
+    first launch stopping at `steps` with a checkpoint (preflight.stop_at), a log line per step, no
+    trackers."""
     cfg = json.loads(config_path.read_text(encoding="utf-8"))
     train = cfg["training"]
-    cfg["preflight"] = {"steps": steps, "run_max_steps": train["max_steps"]}
-    train.update(output_dir=str(workdir / "output"), max_steps=steps, save_steps=steps, logging_steps=1,
+    cfg["preflight"] = {"steps": steps, "run_max_steps": train["max_steps"], "stop_at": steps}
+    train.update(output_dir=str(workdir / "output"), max_steps=steps + 1, save_steps=steps, logging_steps=1,
                  report_to=[])
     if isinstance(cfg["backend"].get("offload_folder"), str):
         cfg["backend"]["offload_folder"] = str(workdir / "offload")
@@ -166,7 +167,7 @@ def preflight(loaded, steps: int = DEFAULT_STEPS, echo: Callable[[str], None] = 
         else:
             config = build.build_dir / "train_config.json"
             cfg = json.loads(config.read_text(encoding="utf-8"))
-            cfg["training"]["max_steps"] = steps + 1
+            cfg["preflight"]["stop_at"] = None
             config.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n", encoding="utf-8")
             second = launch(build.build_dir, env, True, echo)
             fits, lines = memory_verdict([first, second])

@@ -200,6 +200,7 @@ def longest_rows(build: Callable):
             return train, evaluation
         real = {**cfg, "training": {**cfg["training"], "max_steps": flight["run_max_steps"]}}
         FLIGHT["run_total_steps"] = total_steps(real, len(train))
+        FLIGHT["stop_at"] = flight.get("stop_at")
         per_step = cfg["training"]["micro_batch_size"] * cfg["world_size"]
         longest = sorted(train, key=lambda row: len(row["input_ids"]), reverse=True)[:per_step]
         needed = per_step * cfg["training"]["gradient_accumulation_steps"] * (cfg["training"]["max_steps"] + 1)
@@ -208,7 +209,16 @@ def longest_rows(build: Callable):
     return build_data
 
 
+class StopForPreflight(TrainerCallback):
+    """A preflight's first launch stops at its checkpoint step, one short of max_steps, so the second
+    launch has a step left to resume into."""
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if FLIGHT.get("stop_at") and state.global_step >= FLIGHT["stop_at"]:
+            control.should_save = control.should_training_stop = True
+
+
 STEPS.tracking_arguments = tracking_arguments
-STEPS.callbacks.append(PEAKS)
+STEPS.callbacks += [PEAKS, StopForPreflight()]
 STEPS.finish = finish_run
 STEPS.build_data = longest_rows(STEPS.build_data)
