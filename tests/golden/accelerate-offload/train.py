@@ -3,18 +3,22 @@
 
 Every value comes from the train_config.json named on the command line; nothing from the spec is
 written into this file. Runs without qcompile: torch, transformers, peft and accelerate, and deepspeed
-when a ds_config.json comes with it. Assembled from qcompile's script parts: core, rows, data, staggered_load, placement.
+when a ds_config.json comes with it.
+Assembled from qcompile's script parts: core, rows, data, summary, tracking, staggered_load, placement.
 
     python train.py --config train_config.json [--resume]
 """
 
 import argparse
+import importlib.util
 import json
 import math
 import os
 import random
+import resource
 import shutil
 import sys
+import threading
 import time
 import warnings
 from collections.abc import Callable
@@ -39,6 +43,7 @@ from transformers import (
     set_seed,
 )
 from transformers.trainer_callback import PrinterCallback
+from transformers.utils import logging as hf_logging
 
 # ================================================================ core
 # Every job: read and check the data, load the base model and add the LoRA adapters, train with HF
@@ -149,7 +154,7 @@ def training_arguments(cfg: dict, config_dir: Path) -> TrainingArguments:
         logging_steps=train["logging_steps"],
         logging_nan_inf_filter=False,  # a non-finite loss must reach StopOnNonFinite, not be averaged away
         use_cpu=cfg["accelerator"] == "cpu",
-        report_to="none",
+        **STEPS.tracking_arguments(cfg),
         disable_tqdm=True,
         remove_unused_columns=False,
         dataloader_num_workers=0,
@@ -184,7 +189,8 @@ class Progress(TrainerCallback):
         done = state.global_step - self.first_step
         eta = elapsed / done * (state.max_steps - state.global_step) if done else 0.0
         record = {"step": state.global_step, "max_steps": state.max_steps, "loss": logs["loss"],
-                  "learning_rate": logs.get("learning_rate"), "tokens": tokens, "tokens_per_s": rate,
+                  "learning_rate": logs.get("learning_rate"), "grad_norm": logs.get("grad_norm"),
+                  "tokens": tokens, "tokens_per_s": rate,
                   "elapsed_s": elapsed, "eta_s": eta}
         with open(self.metrics_path, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(record, sort_keys=True) + "\n")
@@ -319,6 +325,8 @@ class Steps:
     build_data: Callable[[dict, Any], tuple] = no_data  # (cfg, tokenizer) -> (train rows, eval rows)
     data_collator: Callable[[dict, Any], Any] = lambda cfg, tokenizer: None  # (cfg, tokenizer) -> collator
     data_arguments: Callable[[dict], dict] = lambda cfg: {}  # (cfg) -> eval and token-count TrainingArguments
+    tracking_arguments: Callable[[dict], dict] = lambda cfg: {"report_to": "none"}  # (cfg) -> trackers, run name
+    finish: Callable[[Path, str | None], None] = lambda config, error: None  # (config, error or None): summary
 
 
 STEPS = Steps()
@@ -406,12 +414,19 @@ def main(argv=None) -> int:
     parser.add_argument("--config", type=Path, required=True, help="train_config.json written by qcompile")
     parser.add_argument("--resume", action="store_true", help="continue from the latest complete checkpoint")
     options = parser.parse_args(argv)
+    error = "interrupted"
     try:
         run(options.config.resolve(), options.resume)
+        error = None
     except JobError as exc:
+        error = str(exc)
         print(f"error: {exc}", file=sys.stderr, flush=True)
         return 1
+    except Exception as exc:
+        error = f"{type(exc).__name__}: {exc}"
+        raise
     finally:
+        STEPS.finish(options.config.resolve(), error)
         leave_process_group()
     return 0
 
@@ -859,6 +874,387 @@ def data_arguments(cfg: dict) -> dict:
 STEPS.build_data = build_data
 STEPS.data_collator = data_collator
 STEPS.data_arguments = data_arguments
+
+
+# ================================================================ summary
+# Summary: what a run did and how its measured memory compared with the plan, as summary.json in the
+# output directory and a short table. Plain Python on purpose: qcompile's launcher imports this part too.
+#
+# Which plan figure a measurement is compared with:
+# - CUDA: max_memory_allocated with the device's tensor bytes; max_memory_reserved with its peak less the
+#   CUDA context (the caching allocator does not hold the context). A process's devices are summed.
+# - CPU: a rank's peak RSS with its "device" peak (on CPU the device is the process's own memory) plus its
+#   share of the node's host peak (max of load and training, which holds the runtime and offloaded states).
+#   The node's sampled memory (proportional set sizes added up, so the ranks' shared mapped weights count
+#   once) with the node's device peaks plus the host peak. The budgets are compared the same way.
+
+
+GiB, MiB, KiB = 2**30, 2**20, 2**10
+
+
+def read_jsonl(path: Path) -> list:
+    records = []
+    try:
+        with open(path, encoding="utf-8") as handle:
+            for line in handle:
+                try:
+                    records.append(json.loads(line))
+                except ValueError:
+                    continue  # a line cut by a kill: the rest still counts
+    except OSError:
+        pass
+    return records
+
+
+def read_ranks(output_dir: Path) -> list:
+    found = []
+    for path in sorted((output_dir / ".telemetry").glob("rank-*.json")):
+        try:
+            found.append(json.loads(path.read_text(encoding="utf-8")))
+        except (OSError, ValueError):
+            continue
+    return sorted(found, key=lambda record: record["rank"])
+
+
+def planned_devices(plan: dict, record: dict, world_size: int) -> list:
+    """The plan's devices a rank's process holds: its own device when the plan lists one per rank (or one
+    per local rank), every device for a single process, none when the plan's layout says otherwise."""
+    devices = plan.get("devices") or []
+    if len(devices) == world_size:
+        return [devices[record["rank"]]]
+    if world_size == 1:
+        return devices
+    if len(devices) == record["local_world_size"]:
+        return [devices[record["local_rank"]]]
+    return []
+
+
+def ratio(measured: int | None, planned: int | None) -> float | None:
+    return round(measured / planned, 3) if measured is not None and planned else None
+
+
+def host_peak(plan: dict) -> int:
+    host = plan.get("host") or {}
+    return max(host.get("load_peak_bytes", 0), host.get("train_peak_bytes", 0))
+
+
+def memory_rows(plan: dict | None, ranks: list, accelerator: str, world_size: int) -> list:
+    """One row per measured figure: {what, measured_bytes, planned_bytes, ratio, budget_bytes}."""
+    plan, rows = plan or {}, []
+    host_budget = (plan.get("host") or {}).get("budget_bytes")
+    for record in ranks:
+        devices = planned_devices(plan, record, world_size)
+        local = max(record["local_world_size"], 1)
+        if accelerator == "cuda":
+            for name, key, planned in (
+                ("allocated", "allocated_bytes", sum(d["tensor_bytes"] for d in devices)),
+                ("reserved", "reserved_bytes",
+                 sum(d["peak_bytes"] - d["breakdown"].get("runtime_context", 0) for d in devices)),
+            ):
+                measured = sum(c[key] for c in record["cuda"]) if record["cuda"] else None
+                rows.append({"what": f"rank {record['rank']} cuda {name}", "measured_bytes": measured,
+                             "planned_bytes": planned or None, "ratio": ratio(measured, planned),
+                             "budget_bytes": sum(d["budget_bytes"] for d in devices) or None})
+            planned_rss = host_peak(plan) // local if plan else None
+        else:
+            planned_rss = sum(d["peak_bytes"] for d in devices) + host_peak(plan) // local if plan else None
+        budget = (sum(d["budget_bytes"] for d in devices) if accelerator != "cuda" else 0) + (
+            host_budget // local if host_budget else 0)
+        rows.append({"what": f"rank {record['rank']} peak RSS", "measured_bytes": record["peak_rss_bytes"],
+                     "planned_bytes": planned_rss or None, "ratio": ratio(record["peak_rss_bytes"], planned_rss),
+                     "budget_bytes": budget or None})
+    for record in ranks:
+        if "node_peak_bytes" not in record:
+            continue
+        on_node = [planned_devices(plan, r, world_size) for r in ranks if r["node"] == record["node"]]
+        device_part = sum(d["peak_bytes"] for ds in on_node for d in ds) if accelerator != "cuda" else 0
+        planned = device_part + host_peak(plan) if plan else None
+        budget = (sum(d["budget_bytes"] for ds in on_node for d in ds) if accelerator != "cuda" else 0) + (
+            host_budget or 0)
+        rows.append({"what": f"node {record['node']} memory", "measured_bytes": record["node_peak_bytes"],
+                     "planned_bytes": planned or None, "ratio": ratio(record["node_peak_bytes"], planned),
+                     "budget_bytes": budget or None})
+    return rows
+
+
+def build_summary(output_dir: Path, plan: dict | None, accelerator: str, world_size: int, status: str,
+                  error: str | None, wall_s: float) -> dict:
+    """summary.json's content from what the run left in output_dir (metrics.jsonl, the ranks' peaks)."""
+    metrics = read_jsonl(output_dir / "metrics.jsonl")
+    losses = [m for m in metrics if m.get("loss") is not None]
+    evals = [m for m in metrics if m.get("eval_loss") is not None]
+    ranks = read_ranks(output_dir)
+    lead = next((r for r in ranks if r["rank"] == 0), {})
+    train_s, tokens_run = lead.get("train_s"), lead.get("tokens_this_run")
+    adapter = output_dir / "adapter_model.safetensors"
+    return {
+        "status": status,
+        "error": error,
+        "steps": losses[-1]["step"] if losses else 0,
+        "max_steps": losses[-1]["max_steps"] if losses else None,
+        "tokens": losses[-1]["tokens"] if losses else 0,
+        "wall_s": round(wall_s, 3),
+        "train_s": round(train_s, 3) if train_s is not None else None,
+        "tokens_per_s": round(tokens_run / train_s, 1) if train_s and tokens_run is not None else None,
+        "first_loss": losses[0]["loss"] if losses else None,
+        "last_loss": losses[-1]["loss"] if losses else None,
+        "last_eval_loss": evals[-1]["eval_loss"] if evals else None,
+        "adapter": str(output_dir) if status == "completed" and adapter.exists() else None,
+        "accelerator": accelerator,
+        "world_size": world_size,
+        "plan": "memory_plan.json" if plan else None,
+        "memory": memory_rows(plan, ranks, accelerator, world_size),
+    }
+
+
+def size_text(n: int | None) -> str:
+    if n is None:
+        return "-"
+    for unit, size in (("GiB", GiB), ("MiB", MiB), ("KiB", KiB)):
+        if abs(n) >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{int(n)} B"
+
+
+def summary_table(summary: dict) -> list:
+    """The summary as the lines a terminal shows."""
+    def number(value, form):
+        return "-" if value is None else format(value, form)
+
+    lines = [f"summary: {summary['status']}, {summary['steps']}/{summary['max_steps'] or '?'} steps, "
+             f"{summary['tokens']:,} tokens, {summary['wall_s']:.1f} s wall, "
+             f"{number(summary['tokens_per_s'], ',.0f')} tokens/s, loss {number(summary['first_loss'], '.4f')} -> "
+             f"{number(summary['last_loss'], '.4f')}"
+             + (f", eval_loss {summary['last_eval_loss']:.4f}" if summary["last_eval_loss"] is not None else "")]
+    if summary["adapter"]:
+        lines.append(f"adapter: {summary['adapter']}")
+    if summary["memory"]:
+        width = max(len(row["what"]) for row in summary["memory"])
+        lines.append(f"  {'memory':<{width}}  {'measured':>10}  {'planned':>10}  {'ratio':>6}  {'budget':>10}")
+        for row in summary["memory"]:
+            lines.append(f"  {row['what']:<{width}}  {size_text(row['measured_bytes']):>10}  "
+                         f"{size_text(row['planned_bytes']):>10}  {number(row['ratio'], '.2f'):>6}  "
+                         f"{size_text(row['budget_bytes']):>10}")
+    return lines
+
+
+def write_summary(output_dir: Path, summary: dict) -> Path:
+    path = output_dir / "summary.json"
+    temporary = path.with_name(".summary.json.tmp")
+    temporary.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(temporary, path)
+    return path
+
+
+# ================================================================ tracking
+# Tracking: the Trainer's own experiment-tracker integrations (training.report_to), each rank's measured
+# peak memory for the summary, and the preflight's data (the longest rows, repeated, so the few steps it
+# runs have the real job's largest shapes).
+
+
+TRACKER_PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow"}
+TELEMETRY = ".telemetry"  # one peaks file per rank, under output_dir
+NODE_SAMPLE_S = 0.5  # how often local rank 0 adds up the node's ranks' memory
+STARTED = time.time()
+FLIGHT = {}  # what a preflight learns about the real run (its step count)
+
+hf_logging.disable_progress_bar()  # per-rank "Loading weights" bars would interleave on the launcher's output
+
+
+# ---------------------------------------------------------------- experiment trackers
+
+
+def tracking_arguments(cfg: dict) -> dict:
+    """report_to and run_name for TrainingArguments; each tracker writes under output_dir unless its own
+    environment variable already says where."""
+    train = cfg["training"]
+    trackers = train.get("report_to") or []
+    missing = [t for t in trackers if importlib.util.find_spec(TRACKER_PACKAGES[t]) is None]
+    if missing:
+        raise JobError(f"training.report_to names {', '.join(missing)}, which is not installed "
+                       f"(pip install {' '.join(TRACKER_PACKAGES[t] for t in missing)})")
+    output_dir = Path(train["output_dir"])
+    os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(output_dir / "tensorboard"))
+    os.environ.setdefault("WANDB_DIR", str(output_dir))
+    os.environ.setdefault("MLFLOW_TRACKING_URI", (output_dir / "mlruns").as_uri())
+    return {"report_to": list(trackers) or "none", "run_name": train.get("run_name") or output_dir.name}
+
+
+# ---------------------------------------------------------------- measured peaks
+
+
+def rss_bytes(pid: int) -> int:
+    """A process's proportional set size (shared pages split between their users: the ranks' mapped copy
+    of the weights counts once per node), or its RSS where smaps_rollup is missing; 0 once it has gone."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def node_ranks() -> list[int]:
+    """This node's ranks: the processes started by this rank's parent (torchrun's agent) with the same
+    command line; only this process when it is the node's only rank."""
+    if int(os.environ.get("LOCAL_WORLD_SIZE", "1")) <= 1:
+        return [os.getpid()]
+    me = Path("/proc/self/cmdline").read_bytes()
+    parent, found = os.getppid(), []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and (entry / "cmdline").read_bytes() == me:
+                stat = (entry / "stat").read_text(encoding="ascii")
+                if int(stat.rsplit(")", 1)[1].split()[1]) == parent:
+                    found.append(int(entry.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return found or [os.getpid()]
+
+
+class PeakMemory(TrainerCallback):
+    """Each rank's peaks, written to output_dir/.telemetry/rank-N.json at every log and at the end (so a
+    failed run leaves what it reached): the process's peak RSS, and on CUDA the allocator's peaks per
+    device; local rank 0 also samples the sum over the node's ranks."""
+
+    def __init__(self):
+        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        self.node_peak = 0
+        self.train_start = self.train_end = None
+        self.tokens_start = self.tokens_end = 0
+        self.stop = threading.Event()
+        if self.local_rank == 0:
+            threading.Thread(target=self.sample_node, daemon=True).start()
+
+    def sample_node(self) -> None:
+        pids = None
+        while not self.stop.is_set():
+            pids = pids if pids and len(pids) >= int(os.environ.get("LOCAL_WORLD_SIZE", "1")) else node_ranks()
+            self.node_peak = max(self.node_peak, sum(rss_bytes(p) for p in pids))
+            self.stop.wait(NODE_SAMPLE_S)
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.train_start, self.tokens_start = time.time(), state.num_input_tokens_seen or 0
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        self.train_end, self.tokens_end = time.time(), state.num_input_tokens_seen or 0
+        self.write(Path(args.output_dir).parent)  # args.output_dir is output_dir/checkpoints
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.train_end, self.tokens_end = time.time(), state.num_input_tokens_seen or 0
+        self.write(Path(args.output_dir).parent)
+
+    def measured(self) -> dict:
+        peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
+        record = {"rank": int(os.environ.get("RANK", "0")), "local_rank": self.local_rank,
+                  "node": int(os.environ.get("GROUP_RANK", os.environ.get("NODE_RANK", "0"))),
+                  "local_world_size": int(os.environ.get("LOCAL_WORLD_SIZE", "1")),
+                  "peak_rss_bytes": peak_rss, "cuda": []}
+        if self.local_rank == 0:
+            record["node_peak_bytes"] = max(self.node_peak, peak_rss)
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            record["cuda"] = [{"device": d, "allocated_bytes": torch.cuda.max_memory_allocated(d),
+                               "reserved_bytes": torch.cuda.max_memory_reserved(d)}
+                              for d in range(torch.cuda.device_count()) if torch.cuda.max_memory_reserved(d)]
+        if self.train_start is not None and self.train_end is not None:
+            record["train_s"] = self.train_end - self.train_start
+            record["tokens_this_run"] = self.tokens_end - self.tokens_start
+        return record
+
+    def write(self, output_dir: Path) -> None:
+        path = output_dir / TELEMETRY / f"rank-{os.environ.get('RANK', '0')}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(path.name + ".tmp")
+        temporary.write_text(json.dumps(self.measured(), sort_keys=True) + "\n", encoding="utf-8")
+        os.replace(temporary, path)
+
+
+PEAKS = PeakMemory()  # started with the process, so the load's peak counts
+
+
+# ---------------------------------------------------------------- the end of a run
+
+
+def process_seconds() -> float:
+    """Seconds since this process started (its imports included), from /proc."""
+    try:
+        ticks = int(Path("/proc/self/stat").read_text(encoding="ascii").rsplit(")", 1)[1].split()[19])
+        boot = next(int(line.split()[1]) for line in open("/proc/stat", encoding="ascii") if line.startswith("btime"))
+        return time.time() - (boot + ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError, StopIteration):
+        return time.time() - STARTED
+
+
+def finish_run(config_path: Path, error: str | None) -> None:
+    """Every rank writes its peaks; rank 0 writes summary.json and prints the table, after a failure too
+    (with what the run reached). A problem here is reported, never raised over the job's own result."""
+    try:
+        cfg = read_config(config_path)
+        output_dir = Path(cfg["training"]["output_dir"])
+        PEAKS.stop.set()
+        PEAKS.write(output_dir)
+        if error is None and torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.barrier()  # every rank's peaks are on disk before rank 0 reads them
+        if rank() != 0:
+            return
+        plan_file = config_path.parent / "memory_plan.json"
+        plan = json.loads(plan_file.read_text(encoding="utf-8")) if plan_file.exists() else None
+        summary = build_summary(output_dir, plan, cfg["accelerator"], cfg["world_size"],
+                                "completed" if error is None else "failed", error, process_seconds())
+        if cfg.get("preflight"):
+            summary["preflight"] = {**cfg["preflight"], **FLIGHT}
+        write_summary(output_dir, summary)
+        print("\n".join(summary_table(summary)), flush=True)
+    except Exception as exc:  # the summary is a report: it must not turn a finished run into a failed one
+        print(f"warning: no summary written: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------- preflight
+
+
+def longest_rows(build: Callable):
+    """STEPS.build_data for a preflight (train_config.json's `preflight` section): the rows of the largest
+    global micro-batch, longest first, repeated to fill the steps the preflight runs; eval rows kept as
+    they are. It records the real run's step count first, for the time estimate."""
+
+    def build_data(cfg: dict, tokenizer):
+        train, evaluation = build(cfg, tokenizer)
+        flight = cfg.get("preflight")
+        if not flight:
+            return train, evaluation
+        real = {**cfg, "training": {**cfg["training"], "max_steps": flight["run_max_steps"]}}
+        FLIGHT["run_total_steps"] = total_steps(real, len(train))
+        FLIGHT["stop_at"] = flight.get("stop_at")
+        per_step = cfg["training"]["micro_batch_size"] * cfg["world_size"]
+        longest = sorted(train, key=lambda row: len(row["input_ids"]), reverse=True)[:per_step]
+        needed = per_step * cfg["training"]["gradient_accumulation_steps"] * (cfg["training"]["max_steps"] + 1)
+        return [longest[i % len(longest)] for i in range(needed)], evaluation
+
+    return build_data
+
+
+class StopForPreflight(TrainerCallback):
+    """A preflight's first launch stops at its checkpoint step, one short of max_steps, so the second
+    launch has a step left to resume into."""
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if FLIGHT.get("stop_at") and state.global_step >= FLIGHT["stop_at"]:
+            control.should_save = control.should_training_stop = True
+
+
+STEPS.tracking_arguments = tracking_arguments
+STEPS.callbacks += [PEAKS, StopForPreflight()]
+STEPS.finish = finish_run
+STEPS.build_data = longest_rows(STEPS.build_data)
 
 
 # ================================================================ staggered_load
