@@ -1,0 +1,100 @@
+"""A real run's reports (TensorBoard event files, summary.json against the plan, loss.svg) and a real
+preflight that leaves the user's folders exactly as they were."""
+
+import hashlib
+import json
+import os
+import xml.etree.ElementTree as ET
+
+import pytest
+from click.testing import CliRunner
+
+from qcompile.cli.main import cli
+
+from .jobs import metrics, write_spec
+
+SVG = "{http://www.w3.org/2000/svg}"
+
+
+@pytest.mark.slow
+def test_a_run_leaves_event_files_a_summary_against_the_plan_and_loss_svg(tmp_path, model_dir):
+    pytest.importorskip("deepspeed")
+    event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+    out = tmp_path / "out"
+    spec = write_spec(tmp_path, "zero2-cpu.yaml", data={"eval_fraction": 0.125},
+                      training={"output_dir": str(out), "max_steps": 4, "save_steps": 4, "eval_steps": 2,
+                                "report_to": ["tensorboard"], "run_name": "report-test"})
+    result = CliRunner().invoke(cli, ["run", str(spec), "-o", str(tmp_path / "build")])
+    assert result.exit_code == 0, result.output
+    assert "[default" not in result.output  # torchrun's rank prefixes are not shown
+    records = metrics(out)
+    steps = [r for r in records if "loss" in r]
+    assert [r["step"] for r in steps] == [1, 2, 3, 4]
+    assert all(r["grad_norm"] > 0 and r["learning_rate"] > 0 and r["tokens_per_s"] > 0 for r in steps)
+    evals = [r for r in records if "eval_loss" in r]
+    assert [r["step"] for r in evals] == [2, 4]
+
+    tensorboard = event_accumulator.EventAccumulator(str(out / "tensorboard"))
+    tensorboard.Reload()
+    for tag, key in (("train/loss", "loss"), ("train/learning_rate", "learning_rate"),
+                     ("train/grad_norm", "grad_norm")):
+        events = tensorboard.Scalars(tag)
+        assert [e.step for e in events] == [r["step"] for r in steps]
+        assert [e.value for e in events] == pytest.approx([r[key] for r in steps], rel=1e-5)
+    assert [e.step for e in tensorboard.Scalars("eval/loss")] == [2, 4]
+
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["steps"] == 4 and summary["adapter"] == str(out)
+    assert summary["first_loss"] == steps[0]["loss"] and summary["last_loss"] == steps[-1]["loss"]
+    assert summary["tokens"] == steps[-1]["tokens"] and summary["tokens_per_s"] > 0
+    assert summary["last_eval_loss"] == evals[-1]["eval_loss"]
+    rows = {r["what"]: r for r in summary["memory"]}
+    assert set(rows) == {"rank 0 peak RSS", "rank 1 peak RSS", "node 0 memory"}
+    plan = json.loads((tmp_path / "build" / "memory_plan.json").read_text())
+    host = max(plan["host"]["load_peak_bytes"], plan["host"]["train_peak_bytes"])
+    assert rows["rank 1 peak RSS"]["planned_bytes"] == plan["devices"][1]["peak_bytes"] + host // 2
+    for row in rows.values():  # a real process: more than its tensors, and within the plan's order of size
+        assert 0.05 < row["ratio"] < 5 and row["ratio"] == round(row["measured_bytes"] / row["planned_bytes"], 3)
+    assert "summary: completed, 4/4 steps" in result.output and "rank 0 peak RSS" in result.output
+
+    circles = {g.get("data-series"): [(int(c.get("data-step")), float(c.get("data-value")))
+                                      for c in g.iter(f"{SVG}circle")]
+               for g in ET.parse(out / "loss.svg").getroot().iter(f"{SVG}g")}
+    assert circles["loss"] == [(r["step"], r["loss"]) for r in steps]
+    assert circles["eval_loss"] == [(r["step"], r["eval_loss"]) for r in evals]
+    assert f"loss curve: {out / 'loss.svg'}" in result.output
+
+
+def tree(folder):
+    """Every path under folder with its content hash (files) or None (folders), and its mtime."""
+    found = {}
+    for root, dirs, files in os.walk(folder):
+        for name in dirs + files:
+            path = os.path.join(root, name)
+            digest = hashlib.sha256(open(path, "rb").read()).hexdigest() if name in files else None
+            found[os.path.relpath(path, folder)] = (digest, os.stat(path).st_mtime_ns)
+    return found
+
+
+@pytest.mark.slow
+def test_preflight_prints_its_verdict_and_leaves_every_folder_as_it_was(tmp_path, model_dir, monkeypatch):
+    project, out = tmp_path / "project", tmp_path / "project" / "out"
+    spec = write_spec(project, "naive-mp-cpu.yaml", training={"output_dir": str(out), "max_steps": 20})
+    out.mkdir()  # an empty output directory: the real run may use it, so the preflight may run
+    monkeypatch.chdir(project)
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path / "extensions"))
+    before = tree(project)
+    result = CliRunner().invoke(cli, ["run", str(spec), "--preflight", "--steps", "2"])
+    assert result.exit_code == 0, result.output
+    assert tree(project) == before  # nothing written, not even the build directory
+    lines = result.output.splitlines()
+    assert any(line.startswith("memory: fits with ") and "% headroom (tightest: " in line for line in lines)
+    assert "checkpoint round-trip: ok (saved at step 2, resumed, trained step 3)" in lines
+    assert any(line.startswith("time: ") and "for the run's 20 steps" in line for line in lines)
+    assert lines[-1].startswith("preflight: ready to run; removed ") and lines[-1].endswith(f"{out} was not touched")
+    workdir = lines[-1].split("removed ")[1].split(";")[0]
+    assert not os.path.exists(workdir)
+
+    (out / "notes.txt").write_text("mine")  # what the real run would refuse, the preflight refuses
+    refused = CliRunner().invoke(cli, ["run", str(spec), "--preflight"])
+    assert refused.exit_code == 1 and "holds no qcompile run" in refused.output
