@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from qcompile.cli.main import cli
 
-from .jobs import metrics, write_spec
+from .jobs import REPO, metrics, write_spec
 
 SVG = "{http://www.w3.org/2000/svg}"
 
@@ -78,11 +78,13 @@ def tree(folder):
 
 @pytest.mark.slow
 def test_preflight_prints_its_verdict_and_leaves_every_folder_as_it_was(tmp_path, model_dir, monkeypatch):
+    pytest.importorskip("deepspeed")
     project, out = tmp_path / "project", tmp_path / "project" / "out"
-    spec = write_spec(project, "naive-mp-cpu.yaml", training={"output_dir": str(out), "max_steps": 20})
+    spec = write_spec(project, "zero2-cpu.yaml", training={"output_dir": str(out), "max_steps": 20})
     out.mkdir()  # an empty output directory: the real run may use it, so the preflight may run
     monkeypatch.chdir(project)
-    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path / "extensions"))
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", os.environ.get("TORCH_EXTENSIONS_DIR")  # DeepSpeed's built ops
+                       or str(REPO / ".cache" / "torch_extensions"))
     before = tree(project)
     result = CliRunner().invoke(cli, ["run", str(spec), "--preflight", "--steps", "2"])
     assert result.exit_code == 0, result.output
