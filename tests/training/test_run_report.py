@@ -2,6 +2,7 @@
 preflight that leaves the user's folders exactly as they were."""
 
 import hashlib
+import importlib.util
 import json
 import os
 import xml.etree.ElementTree as ET
@@ -17,13 +18,16 @@ SVG = "{http://www.w3.org/2000/svg}"
 
 
 @pytest.mark.slow
-def test_a_run_leaves_event_files_a_summary_against_the_plan_and_loss_svg(tmp_path, model_dir):
+def test_a_run_leaves_event_files_a_summary_against_the_plan_and_loss_svg(tmp_path, model_dir, monkeypatch):
     pytest.importorskip("deepspeed")
     event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
     out = tmp_path / "out"
+    # wandb (offline) and mlflow (a file store) too where they are installed: they are not in the train extra
+    optional = [t for t in ("wandb", "mlflow") if importlib.util.find_spec(t) is not None]
+    monkeypatch.setenv("WANDB_MODE", "offline")
     spec = write_spec(tmp_path, "zero2-cpu.yaml", data={"eval_fraction": 0.125},
                       training={"output_dir": str(out), "max_steps": 4, "save_steps": 4, "eval_steps": 2,
-                                "report_to": ["tensorboard"], "run_name": "report-test"})
+                                "report_to": ["tensorboard", *optional], "run_name": "report-test"})
     result = CliRunner().invoke(cli, ["run", str(spec), "-o", str(tmp_path / "build")])
     assert result.exit_code == 0, result.output
     assert "[default" not in result.output  # torchrun's rank prefixes are not shown
@@ -42,6 +46,13 @@ def test_a_run_leaves_event_files_a_summary_against_the_plan_and_loss_svg(tmp_pa
         assert [e.step for e in events] == [r["step"] for r in steps]
         assert [e.value for e in events] == pytest.approx([r[key] for r in steps], rel=1e-5)
     assert [e.step for e in tensorboard.Scalars("eval/loss")] == [2, 4]
+    if "mlflow" in optional:
+        (run,) = (out / "mlruns" / "0").glob("*/tags/mlflow.runName")
+        assert run.read_text() == "report-test"
+        logged = [line.split() for line in (run.parents[1] / "metrics" / "loss").read_text().splitlines()]
+        assert [(int(step), float(value)) for _, value, step in logged] == [(r["step"], r["loss"]) for r in steps]
+    if "wandb" in optional:
+        assert len(list((out / "wandb").glob("offline-run-*/run-*.wandb"))) == 1
 
     summary = json.loads((out / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["steps"] == 4 and summary["adapter"] == str(out)
