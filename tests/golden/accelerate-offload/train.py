@@ -1076,7 +1076,9 @@ def tracking_arguments(cfg: dict) -> dict:
     output_dir = Path(train["output_dir"])
     os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(output_dir / "tensorboard"))
     os.environ.setdefault("WANDB_DIR", str(output_dir))
-    os.environ.setdefault("MLFLOW_TRACKING_URI", (output_dir / "mlruns").as_uri())
+    if "MLFLOW_TRACKING_URI" not in os.environ:  # a file store needs no server or database driver
+        os.environ["MLFLOW_TRACKING_URI"] = (output_dir / "mlruns").as_uri()
+        os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3 asks to opt in to it
     return {"report_to": list(trackers) or "none", "run_name": train.get("run_name") or output_dir.name}
 
 
