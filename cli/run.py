@@ -11,6 +11,7 @@ import os
 import shlex
 import socket
 import sys
+import time
 from pathlib import Path
 
 import click
@@ -98,7 +99,7 @@ def run(spec: str, resume: bool, dry_run: bool, out_dir: str | None, force: bool
         return
     if start is not None:
         begin_run(start)
-    view = ProgressView(click.echo)
+    view, started = ProgressView(click.echo), time.time()
     try:
         # The launcher keeps the lock's descriptor: the lock lives as long as the job, even past a kill -9 here.
         outcome = run_job(Path(result.build_dir), launch_script_argv(resume), env, echo=view,
@@ -107,7 +108,7 @@ def run(spec: str, resume: bool, dry_run: bool, out_dir: str | None, force: bool
         view.close()
         if start is not None:
             start.release()
-            after_run(start.paths.output_dir, echo=click.echo)
+            after_run(start.paths.output_dir, echo=click.echo, build_dir=Path(result.build_dir), started=started)
     if outcome.returncode != 0:
         who = f"rank {outcome.failed_rank}" if outcome.failed_rank is not None else "the job"
         click.echo(click.style(f"error: training failed (exit code {outcome.returncode}); last lines of {who}:",

@@ -240,10 +240,15 @@ def check_trackers(spec) -> None:
                         f"pip install {' '.join(TRACKER_PACKAGES[t] for t in missing)}, or remove it from report_to")
 
 
-def after_run(output_dir: Path, echo: Callable[[str], None] = print) -> None:
-    """What `qcompile run` adds once the job has ended (finished or not): loss.svg from metrics.jsonl."""
+def after_run(output_dir: Path, echo: Callable[[str], None] = print, build_dir: Path | None = None,
+              started: float | None = None) -> None:
+    """What `qcompile run` adds once the job has ended (finished or not): loss.svg from metrics.jsonl, and
+    summary.json from what the ranks left when the job ended without writing one (a rank killed, say by
+    the out-of-memory killer)."""
     from .loss_picture import write_loss_svg
 
+    if build_dir is not None and started is not None:
+        _summary_if_missing(output_dir, build_dir, started, echo)
     try:
         picture = write_loss_svg(output_dir)
     except OSError as exc:
@@ -251,3 +256,27 @@ def after_run(output_dir: Path, echo: Callable[[str], None] = print) -> None:
         return
     if picture is not None:
         echo(f"loss curve: {picture}")
+
+
+def _summary_if_missing(output_dir: Path, build_dir: Path, started: float, echo: Callable[[str], None]) -> None:
+    import json
+    import time
+
+    from qcompile.templates.script.summary import build_summary, summary_table, write_summary
+
+    summary = output_dir / "summary.json"
+    if not output_dir.is_dir() or (summary.exists() and summary.stat().st_mtime >= started):
+        return
+    try:
+        config = json.loads((build_dir / "train_config.json").read_text(encoding="utf-8"))
+        plan_file = build_dir / "memory_plan.json"
+        plan = json.loads(plan_file.read_text(encoding="utf-8")) if plan_file.exists() else None
+        written = build_summary(output_dir, plan, config["accelerator"], config["world_size"], "failed",
+                                "the job ended without writing its summary (a process was killed?)",
+                                time.time() - started)
+        write_summary(output_dir, written)
+    except (OSError, ValueError, KeyError) as exc:
+        echo(f"warning: summary.json not written: {exc}")
+        return
+    for line in summary_table(written):
+        echo(line)

@@ -153,3 +153,28 @@ def test_report_to_names_each_known_tracker_once():
     for bad in (["tensorboard", "tensorboard"], ["comet"], "tensorboard"):
         with pytest.raises(ValueError):
             spec_with(bad)
+
+
+def test_the_launcher_writes_the_summary_a_killed_job_did_not(tmp_path):
+    import time
+
+    from qcompile.compiler.launch import after_run
+
+    out, build = tmp_path / "out", tmp_path / "build"
+    (out / ".telemetry").mkdir(parents=True)
+    build.mkdir()
+    started = time.time() - 1
+    (out / "metrics.jsonl").write_text(json.dumps({"step": 1, "max_steps": 9, "loss": 3.0, "tokens": 50}) + "\n")
+    (out / ".telemetry" / "rank-0.json").write_text(json.dumps(rank(0, 150, node_peak=300)))
+    (out / ".telemetry" / "rank-1.json").write_text(json.dumps(rank(1, 120)))
+    (build / "train_config.json").write_text(json.dumps({"accelerator": "cpu", "world_size": 2}))
+    (build / "memory_plan.json").write_text(json.dumps(PLAN))
+    shown = []
+    after_run(out, shown.append, build, started)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "failed" and "killed" in summary["error"] and summary["steps"] == 1
+    assert [r["ratio"] for r in summary["memory"]] == [0.5, 0.4, 0.5]
+    assert shown[0].startswith("summary: failed, 1/9 steps") and shown[-1] == f"loss curve: {out / 'loss.svg'}"
+    (out / "summary.json").write_text('{"status": "completed"}')  # the job's own summary is kept
+    after_run(out, shown.append, build, started)
+    assert json.loads((out / "summary.json").read_text()) == {"status": "completed"}
