@@ -23,7 +23,10 @@ def _takes_number(annotation) -> bool:
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=False, allow_inf_nan=False)
+    # defer_build: a section's validator is built when first used, as part of the Spec's, not at import
+    # (a cold `qcompile validate` then builds one validator instead of one per section and backend).
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=False, allow_inf_nan=False,
+                              defer_build=True)
 
     @model_validator(mode="wrap")
     @classmethod
