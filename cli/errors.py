@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import sys
-import traceback
 
 import click
 
@@ -45,6 +44,8 @@ def handle_errors(fn):
             raise
         except Exception as exc:  # noqa: BLE001 - the edge of the program
             if debug:
+                import traceback
+
                 traceback.print_exc()
             else:
                 click.echo(f"internal error: {type(exc).__name__}: {exc}", err=True)
