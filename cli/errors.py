@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import codecs
 import functools
-import re
 import sys
 
 from qcompile.compiler.diagnostics import SpecError
@@ -14,9 +13,6 @@ from qcompile.errors import EXIT_INTERNAL, EXIT_OK, EXIT_USER, QcompileError, Us
 
 __all__ = ["EXIT_INTERNAL", "EXIT_OK", "EXIT_USER", "UserError", "echo", "handle_errors", "plain_stream",
            "print_diagnostics", "run_guarded"]
-
-_ANSI = re.compile(r"\033\[[;?0-9]*[a-zA-Z]")  # click.utils.strip_ansi's pattern
-
 
 def plain_stream(stream) -> bool:
     """A stream click.echo writes to as given, ANSI codes removed: not a terminal, and UTF-8 (which click
@@ -30,11 +26,12 @@ def plain_stream(stream) -> bool:
 
 
 def echo(message: str = "", err: bool = False, fg: str | None = None, nl: bool = True) -> None:
-    """click.echo(click.style(message, fg=fg)): done here on a plain stream (what click does there), so
-    printing needs no click; click itself (colours on a terminal) everywhere else."""
+    """click.echo(click.style(message, fg=fg)): done here for text without escape codes on a plain stream
+    (click writes it as given there), so printing needs no click; click itself everywhere else (colours on
+    a terminal, removing escape codes that a spec's own text may carry)."""
     stream = sys.stderr if err else sys.stdout
-    if plain_stream(stream):
-        stream.write(_ANSI.sub("", message) + ("\n" if nl else ""))
+    if plain_stream(stream) and "\033" not in message:
+        stream.write(message + ("\n" if nl else ""))
         stream.flush()
         return
     import click
