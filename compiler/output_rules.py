@@ -24,6 +24,8 @@ SYSTEM_TREES = ("/etc", "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/l
 SYSTEM_DIRS = ("/", "/home", "/root", "/var", "/var/lib", "/var/log", "/var/tmp", "/tmp", "/opt", "/srv", "/mnt",
                "/media", "/run", "/Users", "/Volumes", "/private", "/private/tmp", "/private/var")
 
+_SYSTEM_TREE_PATHS = tuple(Path(tree) for tree in SYSTEM_TREES)  # parsed once, not per spec
+
 
 class PathUnusable(ValueError):
     """A path from the spec that cannot even be looked at (an unknown ~user)."""
@@ -49,8 +51,9 @@ def _lexical(name: str, base: Path) -> Path:
 
 
 def inside(path: Path, folder: Path) -> bool:
-    """path is folder or below it."""
-    return path == folder or folder in path.parents
+    """path is folder or below it (is_relative_to compares parts once; `folder in path.parents` built every
+    parent and was a third of validating 1,000 specs)."""
+    return path.is_relative_to(folder)
 
 
 def offload_setting(spec) -> tuple[str, tuple[str, ...]] | None:
@@ -100,7 +103,7 @@ def _system(path: Path, lexical: Path) -> str | None:
             return "your home directory"
         if text in SYSTEM_DIRS or candidate == Path(candidate.anchor):
             return "a system directory" if text != "/" else "the filesystem root"
-        if any(inside(candidate, Path(tree)) for tree in SYSTEM_TREES):
+        if any(inside(candidate, tree) for tree in _SYSTEM_TREE_PATHS):
             return "a system directory"
     return None
 
