@@ -24,8 +24,6 @@ SYSTEM_TREES = ("/etc", "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/l
 SYSTEM_DIRS = ("/", "/home", "/root", "/var", "/var/lib", "/var/log", "/var/tmp", "/tmp", "/opt", "/srv", "/mnt",
                "/media", "/run", "/Users", "/Volumes", "/private", "/private/tmp", "/private/var")
 
-_SYSTEM_TREE_PATHS = tuple(Path(tree) for tree in SYSTEM_TREES)  # parsed once, not per spec
-
 
 class PathUnusable(ValueError):
     """A path from the spec that cannot even be looked at (an unknown ~user)."""
@@ -103,7 +101,7 @@ def _system(path: Path, lexical: Path) -> str | None:
             return "your home directory"
         if text in SYSTEM_DIRS or candidate == Path(candidate.anchor):
             return "a system directory" if text != "/" else "the filesystem root"
-        if any(inside(candidate, tree) for tree in _SYSTEM_TREE_PATHS):
+        if any(text == tree or text.startswith(tree + "/") for tree in SYSTEM_TREES):  # both normalised
             return "a system directory"
     return None
 
