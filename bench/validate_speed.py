@@ -1,19 +1,24 @@
 """How fast is `qcompile validate`? Prints, in one run, against two baselines measured in the same run:
 Python's own start-up (`python -c pass`) and a plain `yaml.safe_load` of the same files.
 
-1. cold start: `qcompile validate one.yaml` as a fresh process (the pre-commit / editor case);
+1. cold start: `qcompile validate one.yaml` as a fresh process (the pre-commit / editor case), next to a fresh
+   `python -c pass`, a fresh `python -c "import yaml; yaml.safe_load(...)"` of the same file, and the import
+   floor of a pydantic validation (`import yaml, pydantic` and what building one model loads). Commands run
+   round-robin so a change in the machine's load hits all alike; min and median of wall and CPU time.
+   Bytecode is cached first (a pip install compiles it; PYTHONDONTWRITEBYTECODE=1 in an editable checkout
+   would add compiling every qcompile module to each start);
 2. a folder of N specs (default 1,000) in one process: in-process through `qcompile.validate`, and as
    one `qcompile validate DIR` command (start-up included);
 3. what the imports cost: `import qcompile` (must stay cheap) and `import qcompile.schemas`, from
    `python -X importtime`, and whether torch was imported (it must not be).
 
-Only the light core is needed. Run: python bench/validate_speed.py [--n 1000] [--repeats 5]
+Only the light core is needed. Run: python bench/validate_speed.py [--n 1000] [--repeats 5] [--cold 15]
 
 The specs are the test specs with varied values, each with the tiny model's config.json next to it,
 so the memory check (architecture + planner) runs for every spec, as it does in CI with pinned configs.
-A shared machine is noisy: each figure is the median of its repeats, given as wall time and as CPU time
-(user + system, which waiting for a core does not inflate), and the baselines are measured in the same
-run so the ratios are comparable across runs and machines.
+A shared machine is noisy: figures are given as wall time and as CPU time (user + system, which waiting
+for a core does not inflate), and the baselines are measured in the same run so the ratios are comparable
+across runs and machines.
 """
 
 from __future__ import annotations
@@ -41,6 +46,10 @@ except SystemExit:
     pass
 print(sorted({'torch', 'transformers', 'deepspeed'} & set(sys.modules)))
 """
+# The third-party imports a pydantic validation cannot avoid: pydantic's core and a model build (which loads
+# pydantic's plugin loader and with it importlib.metadata), and yaml.
+FLOOR = ("import yaml, pydantic\nclass M(pydantic.BaseModel):\n    x: int = 0\n"
+         "M.model_validate(yaml.safe_load(open({path!r})) and {{}})")
 SOURCES = sorted(p.name for p in SPECS.glob("*.yaml") if p.stem != "injection")  # one spec per backend
 
 
@@ -58,18 +67,36 @@ def make_corpus(folder: Path, n: int) -> list[Path]:
     return out
 
 
+def run_once(cmd: list[str], env: dict | None = None) -> tuple[float, float]:
+    """Wall and CPU time (user + system) of one run of a command, in seconds. CPU time is the steadier figure
+    on a shared machine: waiting for a core counts in the wall time only."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, check=False)
+    elapsed = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return elapsed, after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+
+
 def wall(cmd: list[str], repeats: int, env: dict | None = None) -> tuple[float, float]:
-    """Median wall time and median CPU time (user + system) of a command, in seconds. CPU time is the steadier
-    figure on a shared machine: waiting for a core counts in the wall time only."""
-    walls, cpus = [], []
+    """Median wall time and median CPU time of a command, in seconds."""
+    runs = [run_once(cmd, env) for _ in range(repeats)]
+    return statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs)
+
+
+def cold_starts(commands: dict[str, list[str]], repeats: int) -> dict[str, dict[str, float]]:
+    """Each command `repeats` times, round-robin, with bytecode caching on (one warm-up run writes it):
+    {name: {wall_min, wall_median, cpu_min, cpu_median}}."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    for cmd in commands.values():
+        run_once(cmd, env)
+    runs: dict[str, list[tuple[float, float]]] = {name: [] for name in commands}
     for _ in range(repeats):
-        before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        start = time.perf_counter()
-        subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, check=False)
-        walls.append(time.perf_counter() - start)
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        cpus.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
-    return statistics.median(walls), statistics.median(cpus)
+        for name, cmd in commands.items():
+            runs[name].append(run_once(cmd, env))
+    return {name: {"wall_min": min(w for w, _ in r), "wall_median": statistics.median(w for w, _ in r),
+                   "cpu_min": min(c for _, c in r), "cpu_median": statistics.median(c for _, c in r)}
+            for name, r in runs.items()}
 
 
 def import_ms(module: str) -> float:
@@ -109,42 +136,61 @@ def in_process(paths: list[Path], repeats: int) -> tuple[dict, int]:
     return {name: (statistics.median(w), statistics.median(c)) for name, (w, c) in times.items()}, errors
 
 
+def print_cold(cold: dict[str, dict[str, float]], repeats: int) -> None:
+    base, yml = cold["python -c pass"], cold["python -c 'yaml.safe_load(one.yaml)'"]
+    print(f"cold start, fresh processes, {repeats} rounds (min / median of each):")
+    print(f"{'what':44s} {'wall s':>13s} {'cpu s':>13s}   x pass (cpu)   x yaml (cpu)")
+    for name, t in cold.items():
+        print(f"{name:44s} {t['wall_min']:6.3f}/{t['wall_median']:6.3f} {t['cpu_min']:6.3f}/{t['cpu_median']:6.3f}"
+              f"   {t['cpu_min'] / base['cpu_min']:4.1f}/{t['cpu_median'] / base['cpu_median']:4.1f}"
+              f"      {t['cpu_min'] / yml['cpu_min']:4.1f}/{t['cpu_median'] / yml['cpu_median']:4.1f}")
+    qc = cold["qcompile validate one.yaml"]
+    print(f"  (wall ratios, min/median: {qc['wall_min'] / base['wall_min']:.1f}/"
+          f"{qc['wall_median'] / base['wall_median']:.1f} x pass, {qc['wall_min'] / yml['wall_min']:.1f}/"
+          f"{qc['wall_median'] / yml['wall_median']:.1f} x yaml)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=1000, help="specs in the folder")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--cold", type=int, default=15, help="rounds of the cold-start commands")
     args = parser.parse_args()
     py = sys.executable
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         paths = make_corpus(folder, args.n)
-        start_up = wall([py, "-c", "pass"], args.repeats)
-        cold = wall([py, "-m", "qcompile", "validate", str(paths[0])], args.repeats)
+        one = str(paths[0])
+        cold = cold_starts({
+            "python -c pass": [py, "-c", "pass"],
+            "python -c 'yaml.safe_load(one.yaml)'": [py, "-c", f"import yaml; yaml.safe_load(open({one!r}))"],
+            "import floor: yaml + pydantic + one model": [py, "-c", FLOOR.format(path=one)],
+            "qcompile validate one.yaml": [py, "-m", "qcompile", "validate", one],
+        }, args.cold)
         folder_cmd = wall([py, "-m", "qcompile", "validate", "--format", "json", str(folder)],
                           max(1, args.repeats // 2))
         inside, errors = in_process(paths, args.repeats)
-        heavy = subprocess.run([py, "-c", HEAVY, str(paths[0])], capture_output=True, text=True,
+        heavy = subprocess.run([py, "-c", HEAVY, one], capture_output=True, text=True,
                                check=False).stdout.strip().splitlines()
     base = inside["safe_load"]
     rows = [
-        ("python -c pass (start-up)", start_up, start_up),
-        ("qcompile validate one.yaml (cold)", cold, start_up),
-        (f"yaml.safe_load of the {args.n} files", base, base),
-        ("  the same with libyaml (CSafeLoader)", inside["safe_load (libyaml)"], base),
-        (f"qcompile.validate({args.n} files), in process", inside["validate"], base),
-        (f"qcompile validate DIR ({args.n} files, one process)", folder_cmd, base),
+        (f"yaml.safe_load of the {args.n} files", base),
+        ("  the same with libyaml (CSafeLoader)", inside["safe_load (libyaml)"]),
+        (f"qcompile.validate({args.n} files), in process", inside["validate"]),
+        (f"qcompile validate DIR ({args.n} files, one process)", folder_cmd),
     ]
-    print(f"qcompile validate speed: {args.n} specs with the memory check, median of {args.repeats} "
+    print(f"qcompile validate speed: {args.n} specs with the memory check "
           f"(python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f})")
+    print_cold(cold, args.cold)
+    print(f"one process, median of {args.repeats}:")
     print(f"{'what':52s} {'wall s':>8s} {'cpu s':>8s}   ratio (wall / cpu)")
-    for name, (w, c), (bw, bc) in rows:
-        unit = "start-up" if (bw, bc) == start_up else "safe_load"
-        print(f"{name:52s} {w:8.3f} {c:8.3f}   {w / bw:5.2f} / {c / bc:5.2f} x {unit}")
+    for name, (w, c) in rows:
+        print(f"{name:52s} {w:8.3f} {c:8.3f}   {w / base[0]:5.2f} / {c / base[1]:5.2f} x safe_load")
     print(f"{'import qcompile (-X importtime)':52s} {import_ms('qcompile') / 1000:8.3f}")
     print(f"{'import qcompile.schemas (-X importtime)':52s} {import_ms('qcompile.schemas') / 1000:8.3f}")
     print(f"errors found in the corpus: {errors} (expected 0); heavy modules imported by a validate: "
           f"{heavy[-1] if heavy else '?'}")
-    print("targets: 1,000 specs < 2 s in one process; a cold validate < 0.15 s; no torch")
+    print("targets: 1,000 specs < 2 s in one process; a cold validate < 0.15 s (7.5 x python -c pass); no torch")
 
 
 if __name__ == "__main__":

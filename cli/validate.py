@@ -1,17 +1,15 @@
 """`qcompile validate PATH...`: every problem in every spec at once; exit 1 if any spec is bad or none is found.
 
 A folder stands for the spec files under it (--include / --exclude globs). An unreadable or missing file is
-that file's error, and the others are still checked, in every --format."""
+that file's error, and the others are still checked, in every --format. The body is validate_core.run, which
+a plain command line reaches without click (cli/main.py)."""
 
 from __future__ import annotations
 
-import os
-
 import click
 
-from .errors import EXIT_USER, handle_errors, print_diagnostics
-
-FORMATS = ("text", "json", "github", "sarif")
+from .errors import handle_errors
+from .validate_core import FORMATS, run
 
 
 @click.command()
@@ -29,25 +27,4 @@ FORMATS = ("text", "json", "github", "sarif")
 def validate(paths: tuple[str, ...], fmt: str, include: tuple[str, ...], exclude: tuple[str, ...],
              no_memory_check: bool, no_data_check: bool) -> None:
     """Validate spec files, or the folders that hold them."""
-    # qcompile's models need no pydantic plugins; skipping their entry-point scan saves start-up time.
-    os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
-    from qcompile.api import SPEC_GLOBS, check
-
-    reports = check(paths, memory_check=not no_memory_check, include=include or SPEC_GLOBS, exclude=exclude,
-                    data_check=not no_data_check)
-    if fmt == "text":
-        if no_data_check:
-            click.echo("data rows not checked (--no-data-check); the job checks them when it starts")
-        for report in reports:
-            print_diagnostics(report.diagnostics, err=False)
-            if report.valid:
-                click.echo(f"{report.path}: ok")
-        bad = sum(not r.valid for r in reports)
-        click.echo(f"{len(reports) - bad} valid, {bad} invalid")
-    else:
-        from . import formats
-
-        render = {"json": formats.to_json, "github": formats.to_github, "sarif": formats.to_sarif}[fmt]
-        click.echo(render(reports), nl=fmt == "json")
-    if not all(r.valid for r in reports):
-        raise SystemExit(EXIT_USER)
+    run(paths, fmt, include, exclude, no_memory_check, no_data_check)

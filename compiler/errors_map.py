@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import typing
 
 from pydantic import BaseModel, ValidationError
@@ -65,6 +64,8 @@ def _suggest(word: str, choices: typing.Iterable[str]) -> str | None:
     choices = list(choices)
     if ALIASES.get(str(word)) in choices:
         return f"did you mean '{ALIASES[str(word)]}'?"
+    import difflib  # only for a misspelt word
+
     close = difflib.get_close_matches(str(word), choices, n=1, cutoff=0.6)
     return f"did you mean '{close[0]}'?" if close else None
 

@@ -13,7 +13,6 @@ from qcompile.schemas.spec import Spec
 from .checks import diagnose
 from .context import CompileContext
 from .diagnostics import Diagnostic, SpecError, error
-from .errors_map import to_diagnostics
 from .yaml_source import Positions, YamlError, read_yaml
 
 MAX_SPEC_BYTES = 1_000_000
@@ -89,6 +88,8 @@ def load_spec(path: str | Path, memory_check: bool = True, choose: bool = True) 
     try:
         spec = Spec.model_validate(data)
     except ValidationError as exc:
+        from .errors_map import to_diagnostics  # only a spec with schema errors needs it
+
         raise SpecError(_place(to_diagnostics(exc, data, positions, Spec), file, positions)) from None
     context = CompileContext.build(spec, path.resolve().parent)
     if not choose:

@@ -3,6 +3,7 @@ and path strings fit what the operating system accepts."""
 
 from __future__ import annotations
 
+import functools
 import typing
 from typing import Annotated
 
@@ -23,7 +24,10 @@ def _takes_number(annotation) -> bool:
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=False, allow_inf_nan=False)
+    # defer_build: a section's validator is built when first used, as part of the Spec's, not at import
+    # (a cold `qcompile validate` then builds one validator instead of one per section and backend).
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=False, allow_inf_nan=False,
+                              defer_build=True)
 
     @model_validator(mode="wrap")
     @classmethod
@@ -44,13 +48,21 @@ class Section(BaseModel):
         return result
 
 
+@functools.cache
+def _number_fields(cls: type[BaseModel]) -> dict[str, bool]:
+    """The section's number fields (name -> also takes a boolean), worked out once per class."""
+    return {name: _takes_bool(field.annotation) for name, field in cls.model_fields.items()
+            if _takes_number(field.annotation) and not _parses_itself(field)}
+
+
 def _number_errors(cls: type[BaseModel], data: object) -> list:
     errors = []
+    numbers = _number_fields(cls)
     for key, value in (data.items() if isinstance(data, dict) else ()):
-        field = cls.model_fields.get(key) if isinstance(key, str) else None
-        if field is None or not _takes_number(field.annotation) or _parses_itself(field):
+        takes_bool = numbers.get(key) if isinstance(key, str) else None
+        if takes_bool is None:
             continue
-        if isinstance(value, bool) and not _takes_bool(field.annotation):
+        if isinstance(value, bool) and not takes_bool:
             errors.append(_error("bool_not_number", "must be a number, not a boolean", key, value))
         elif isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_INT:
             errors.append(_error("number_too_large", "is too large (at most 2**63 - 1)", key, 0))

@@ -4,8 +4,6 @@
 
 from __future__ import annotations
 
-import difflib
-
 from qcompile.compiler.diagnostics import Diagnostic, error
 
 from .architecture import Architecture
@@ -24,6 +22,8 @@ def architecture_diagnostics(spec, arch: Architecture) -> list[Diagnostic]:
     targets = spec.lora.target_modules
     for index, name in enumerate(targets if isinstance(targets, list) else []):  # all-linear: every one
         if name not in modules:
+            import difflib  # only for a misspelt name
+
             close = difflib.get_close_matches(name, modules, n=1)
             hint = f"did you mean {close[0]!r}?" if close else f"this architecture has {', '.join(modules)}"
             out.append(error(
