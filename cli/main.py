@@ -20,6 +20,7 @@ COMMANDS = {
     "plan": ("qcompile.cli.plan", "plan"),
     "run": ("qcompile.cli.run", "run"),
     "schema": ("qcompile.cli.schema", "schema"),
+    "export": ("qcompile.cli.export", "export"),
 }
 
 
