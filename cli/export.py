@@ -52,6 +52,7 @@ def _move_in(plan, staging: Path) -> list[str]:
         (out / name).unlink(missing_ok=True)
     names = sorted(p.name for p in staging.iterdir())
     for name in names:
+        os.chmod(staging / name, 0o644)  # the staging folder is private (0700); its files need not be
         os.replace(staging / name, out / name)
     write_marker(out, names)
     return names

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -94,6 +95,7 @@ def merge_by_shard(base_dir: Path, adapter_dir: Path, out_dir: Path, dtype: str,
     pending = {f"{module}.weight": delta_function(config, parts) for module, parts in modules.items()}
     target = DTYPES[dtype]
     names = _shards(base_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
     weight_map, total = {}, 0
     for number, name in enumerate(names, 1):
         merged = {}
@@ -141,11 +143,13 @@ def merge_in_memory(base_dir: Path, adapter_dir: Path, out_dir: Path, dtype: str
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    base = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=DTYPES[dtype], low_cpu_mem_usage=True)
-    progress("base loaded")
-    merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
-    progress("adapter merged")
-    merged.save_pretrained(str(out_dir), safe_serialization=True)
+    with warnings.catch_warnings():  # the libraries' deprecation notices are not the user's to act on
+        warnings.simplefilter("ignore", FutureWarning)
+        base = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=DTYPES[dtype], low_cpu_mem_usage=True)
+        progress("base loaded")
+        merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
+        progress("adapter merged")
+        merged.save_pretrained(str(out_dir), safe_serialization=True)
 
 
 def save_tokenizer(base_dir: Path, out_dir: Path) -> bool:
