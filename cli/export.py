@@ -29,7 +29,8 @@ def _merge(plan, staging: Path) -> None:
     try:
         from qcompile.compiler import merge
     except ImportError as exc:
-        raise UserError(f"export needs the train extra ({exc.name} is not installed)",
+        missing = exc.name or str(exc).split(" ")[0]  # a module that fails to import may not name itself
+        raise UserError(f"export needs the train extra ({missing} is not installed)",
                         "pip install -e '.[train]'") from None
     echo = lambda line: click.echo(f"  {line}", err=True)  # noqa: E731
     try:

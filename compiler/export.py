@@ -312,7 +312,9 @@ def check_output(out: Path, force: bool) -> list[str]:
 
 def _check_target(out: Path, spec, spec_dir: Path, base: Path, run_output: Path) -> None:
     paths = run_paths(spec, spec_dir)
-    problem = _target_problems(out, out, paths, spec_dir)
+    problem = _target_problems(out, out, paths, spec_dir)  # the rules of a run's output_dir, in export's words
+    if problem:
+        problem = problem.replace("the run's files", "the merged files").replace("a run writes", "export writes")
     if problem is None and inside(base, out):
         problem = f"{out} holds the base model's folder {base}"
     if problem is None and inside(run_output, out):
