@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import resource
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -23,6 +24,19 @@ from qcompile.errors import UserError
 from qcompile.schemas.units import format_bytes
 
 from .errors import handle_errors
+
+
+def peak_rss() -> int:
+    """This process's peak resident memory: VmHWM (Linux, starts afresh at exec), else getrusage's maximum
+    (which on Linux carries over the parent's peak across fork and exec)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    scale = 1 if sys.platform == "darwin" else 1024  # bytes on macOS, KiB elsewhere
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
 
 
 def _merge(plan, staging: Path) -> None:
@@ -84,7 +98,7 @@ def export(spec: str, out_dir: str | None, mode: str, force: bool) -> None:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     size = sum((plan.out_dir / n).stat().st_size for n in names)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
+    peak = peak_rss()
     planned = plan.in_memory_bytes if plan.mode == "memory" else plan.by_shard_bytes
     click.echo(f"peak host RAM: {format_bytes(peak)} (planned {format_bytes(planned)}, "
                f"{peak / planned:.0%} of it)", err=True)
