@@ -81,14 +81,17 @@ def _move_in(plan, staging: Path) -> list[str]:
               help="memory: peft's merge_and_unload on the whole model; shards: one safetensors shard at a time "
               "(host RAM bounded by the largest shard); auto: memory when hardware.host_memory allows it.")
 @click.option("--force", is_flag=True, help="Write into DIR even if it holds files the last export did not write.")
+@click.option("--dry-run", is_flag=True, help="Check and print the plan (host RAM of each mode), write nothing.")
 @handle_errors
-def export(spec: str, out_dir: str | None, mode: str, force: bool) -> None:
+def export(spec: str, out_dir: str | None, mode: str, force: bool, dry_run: bool) -> None:
     """Merge the adapter of SPEC's run into its base model; writes a model folder transformers loads."""
     loaded = load_spec(spec, memory_check=False, choose=False)
     plan = plan_export(loaded.spec, Path(spec), loaded.spec_dir, loaded.context.arch, out_dir, force)
     plan.choose(mode)
     click.echo(plan.text(), err=True)
     check_disk(plan)
+    if dry_run:
+        return
     parent = plan.out_dir.parent
     parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=parent, prefix=f".{plan.out_dir.name}.export-"))

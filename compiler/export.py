@@ -53,7 +53,7 @@ class Shard:
     name: str
     params: int  # floating-point elements (converted to the merged dtype)
     other_bytes: int  # non-floating tensors, copied as they are
-    largest_tensor: int  # elements of its largest tensor
+    floating: dict[str, int]  # key -> elements of each floating-point tensor
 
 
 @dataclass
@@ -70,6 +70,7 @@ class ExportPlan:
     budget: int
     adapter_bytes: int  # the adapter as peft holds it: fp32, at most twice its (bf16) file
     shard_problem: str | None  # why shard by shard cannot be used, or None
+    targets: tuple[str, ...] = ()  # the base weight keys the adapter changes
     previous: list[str] = field(default_factory=list)  # files of an earlier export to replace
     mode: str = "auto"
 
@@ -90,8 +91,11 @@ class ExportPlan:
         return max((s.params * self.dtype_bytes + s.other_bytes for s in self.shards), default=self.weight_bytes)
 
     @property
-    def largest_tensor_bytes(self) -> int:
-        return max((s.largest_tensor for s in self.shards), default=0) * 4  # its fp32 merge transient
+    def merge_transient_bytes(self) -> int:
+        """The fp32 temporaries of merging the largest adapted weight: the update B @ A (lora, adalora);
+        DoRA also holds W + update, its column norms' input and the rescaled result."""
+        largest = max((s.floating.get(key, 0) for s in self.shards for key in self.targets), default=0)
+        return largest * 4 * (4 if self.method == "dora" else 1)
 
     @property
     def in_memory_bytes(self) -> int:
@@ -101,7 +105,7 @@ class ExportPlan:
     @property
     def by_shard_bytes(self) -> int:
         """One shard held merged, its serialised copy, one tensor's fp32 transient and the adapter."""
-        return 2 * self.largest_shard_bytes + self.largest_tensor_bytes + self.adapter_bytes + self.runtime
+        return 2 * self.largest_shard_bytes + self.merge_transient_bytes + self.adapter_bytes + self.runtime
 
     @property
     def output_bytes(self) -> int:
@@ -181,6 +185,17 @@ def _shard_problem(config: dict) -> str | None:
     return None
 
 
+def adapted_weights(adapter_weights: Path) -> tuple[str, ...]:
+    """The base weight keys an adapter file changes, from its safetensors header alone."""
+    keys = set()
+    for key in _safetensors_header(adapter_weights):
+        name = key.removeprefix("base_model.model.")
+        for part in (".lora_A", ".lora_B"):
+            if part in name:
+                keys.add(name[: name.index(part)] + ".weight")
+    return tuple(sorted(keys))
+
+
 def _adapter(spec, spec_file: Path, spec_dir: Path) -> tuple[Path, dict]:
     from qcompile.backends.base import resolve_output_dir
 
@@ -245,7 +260,8 @@ def read_shards(base: Path) -> list[Shard]:
         path = base / name
         if not path.is_file():
             raise UserError(f"{path} is missing (listed in {INDEX})", "download the base model's weights again")
-        params = other = largest = 0
+        params = other = 0
+        floating = {}
         try:
             header = _safetensors_header(path)
         except (OSError, ValueError, struct.error) as exc:
@@ -259,10 +275,10 @@ def read_shards(base: Path) -> list[Shard]:
                 count *= dim
             if entry["dtype"] in ("F64", "F32", "BF16", "F16"):
                 params += count
-                largest = max(largest, count)
+                floating[key] = count
             else:
                 other += count * SAFETENSORS_DTYPE_BYTES.get(entry["dtype"], 1)
-        shards.append(Shard(name, params, other, largest))
+        shards.append(Shard(name, params, other, floating))
     return shards
 
 
@@ -348,13 +364,23 @@ def plan_export(spec, spec_file: Path, spec_dir: Path, arch, out_dir: str | None
     _check_target(out, spec, spec_dir, base.resolve(), run_output.resolve())
     previous = check_output(out, force)
     params = arch.num_params() if arch is not None else sum(s.params for s in shards)
+    try:
+        targets = adapted_weights(run_output / ADAPTER_WEIGHTS)
+    except (OSError, ValueError, struct.error) as exc:
+        raise UserError(f"{run_output / ADAPTER_WEIGHTS}: not a readable safetensors file ({exc})",
+                        "run the training again") from None
+    held = {key for shard in shards for key in shard.floating}
+    missing = [key for key in targets if key not in held] if shards else []
+    if missing:
+        raise UserError(f"the adapter changes {missing[0]} (and {len(missing) - 1} more), which {base} does not hold",
+                        "the adapter was trained on another model: check model.name")
     quant = spec.model.quantization
     problem = _shard_problem(config) or (None if shards else "the base has no safetensors weights")
     return ExportPlan(
         spec_file=spec_file, base=base, adapter=run_output, out_dir=out, method=method, dtype=spec.model.dtype,
         quantized=f"{quant.bits}-bit" if quant is not None else None, params=params, shards=shards,
         budget=spec.hardware.host_memory, adapter_bytes=2 * (run_output / ADAPTER_WEIGHTS).stat().st_size,
-        shard_problem=problem, previous=previous,
+        shard_problem=problem, previous=previous, targets=targets,
     )
 
 
