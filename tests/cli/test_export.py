@@ -171,6 +171,18 @@ def test_refusals_need_no_torch(base, tmp_path):
     assert code == 1 and errors == ["error: export needs the train extra (torch is not installed)"], err
     assert not (tmp_path / "fresh").exists() or not any((tmp_path / "fresh").iterdir())
 
+    code, errors, err = no_torch(tmp_path, spec, "--dry-run", "-o", tmp_path / "dry")
+    assert code == 0 and not errors and "host RAM: in memory" in err and not (tmp_path / "dry").exists()
+
+    from safetensors.torch import load_file, save_file
+
+    weights_file = tmp_path / "run" / "adapter_model.safetensors"
+    tensors = load_file(weights_file)
+    save_file({k.replace("layers.0.", "layers.9."): v for k, v in tensors.items()}, str(weights_file))
+    code, errors, _ = no_torch(tmp_path, spec)
+    assert code == 1 and len(errors) == 1 and "model.layers.9." in errors[0] and "does not hold" in errors[0]
+    save_file(tensors, str(weights_file))
+
     config = tmp_path / "run" / "adapter_config.json"
     config.write_text(json.dumps({**json.loads(config.read_text()), "peft_type": "IA3"}))
     code, errors, _ = no_torch(tmp_path, spec)
