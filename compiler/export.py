@@ -2,8 +2,9 @@
 RAM each way of merging needs and which one the spec's host budget allows. Light core: no torch here
 (the merge itself is compiler/merge.py, imported by the command only when it merges).
 
-- The adapter is the run's final one (training.output_dir/adapter_*); its adapter_config.json says the
-  method (lora, rslora, dora, adalora); any other peft type is refused.
+- The adapter is the run's final one (training.output_dir/adapter_*), never while a run holds that
+  folder's lock; its adapter_config.json says the method (lora, rslora, dora, adalora); any other peft
+  type is refused.
 - The base is always merged unquantised (model.quantization only says how the run loaded it) in
   model.dtype, the dtype the run's frozen weights had.
 - In memory (peft's merge_and_unload) needs the whole model plus the largest shard being serialised;
@@ -28,6 +29,7 @@ from qcompile.schemas.units import format_bytes
 from .output_rules import PathUnusable, _target_problems, expand, inside, run_paths
 from .planner.architecture import DTYPE_BYTES
 from .planner.memory import HOST_PER_PROCESS
+from .run_guard import _lock_holder
 
 ADAPTER_CONFIG, ADAPTER_WEIGHTS = "adapter_config.json", "adapter_model.safetensors"
 MARKER = ".qcompile-export.json"
@@ -200,6 +202,10 @@ def _adapter(spec, spec_file: Path, spec_dir: Path) -> tuple[Path, dict]:
     from qcompile.backends.base import resolve_output_dir
 
     output = resolve_output_dir(spec, spec_dir)
+    holder = _lock_holder(output)
+    if holder is not None:
+        raise UserError(f"a run (pid {holder}) is still writing {output}; its adapter is not final yet",
+                        "wait for the run to end, then export")
     config_file, weights = output / ADAPTER_CONFIG, output / ADAPTER_WEIGHTS
     if not (config_file.is_file() and weights.is_file()):
         running = (output / "checkpoints").is_dir()

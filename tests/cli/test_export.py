@@ -171,6 +171,15 @@ def test_refusals_need_no_torch(base, tmp_path):
     assert code == 1 and errors == ["error: export needs the train extra (torch is not installed)"], err
     assert not (tmp_path / "fresh").exists() or not any((tmp_path / "fresh").iterdir())
 
+    import fcntl
+
+    with open(tmp_path / "run" / ".qcompile-run.lock", "w") as lock:  # a live run holds its folder's lock
+        lock.write("4242")
+        lock.flush()
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        code, errors, _ = no_torch(tmp_path, spec, "--dry-run")
+    assert code == 1 and len(errors) == 1 and "a run (pid 4242) is still writing" in errors[0]
+
     code, errors, err = no_torch(tmp_path, spec, "--dry-run", "-o", tmp_path / "dry")
     assert code == 0 and not errors and "host RAM: in memory" in err and not (tmp_path / "dry").exists()
 
