@@ -145,6 +145,8 @@ def merge_in_memory(base_dir: Path, adapter_dir: Path, out_dir: Path, dtype: str
 
     with warnings.catch_warnings():  # the libraries' deprecation notices are not the user's to act on
         warnings.simplefilter("ignore", FutureWarning)
+        # peft warns about AdaLoRA's saved rank pattern when it builds the full-rank layers, then applies it
+        warnings.filterwarnings("ignore", message="The following rank_pattern keys", category=RuntimeWarning)
         base = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=DTYPES[dtype], low_cpu_mem_usage=True)
         progress("base loaded")
         merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
