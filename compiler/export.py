@@ -101,12 +101,14 @@ class ExportPlan:
 
     @property
     def in_memory_bytes(self) -> int:
-        """The unquantised model, the fp32 adapter (loaded and applied), one shard being serialised."""
-        return self.weight_bytes + 2 * self.adapter_bytes + self.largest_shard_bytes + self.runtime
+        """The unquantised model, the fp32 adapter (loaded and applied), the merge's temporaries and one
+        shard being serialised."""
+        return (self.weight_bytes + 2 * self.adapter_bytes + self.merge_transient_bytes + self.largest_shard_bytes
+                + self.runtime)
 
     @property
     def by_shard_bytes(self) -> int:
-        """One shard held merged, its serialised copy, one tensor's fp32 transient and the adapter."""
+        """One shard held merged, its serialised copy, the merge's temporaries and the adapter."""
         return 2 * self.largest_shard_bytes + self.merge_transient_bytes + self.adapter_bytes + self.runtime
 
     @property
