@@ -17,6 +17,7 @@ COMMANDS = {
     "plan": ("qcompile.cli.plan", "plan"),
     "run": ("qcompile.cli.run", "run"),
     "schema": ("qcompile.cli.schema", "schema"),
+    "export": ("qcompile.cli.export", "export"),
 }
 
 
