@@ -1,0 +1,106 @@
+"""The chunked loss and the saved-tensor hooks (templates/script/chunked_loss.py, saved_activations.py),
+run in-process on the tiny model: the chunked loss equals transformers' loss and gives the same adapter
+gradients; offload is exact; compression is close, with checkpointing on and off."""
+
+import copy
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("peft")
+
+from qcompile.templates.script import core  # noqa: E402
+
+_plain_add = core.STEPS.add_adapters
+from qcompile.templates.script import chunked_loss, saved_activations  # noqa: E402
+
+core.STEPS.add_adapters = _plain_add  # importing the parts chains them onto STEPS; these tests call them directly
+
+
+def peft_model(model_dir, checkpointing: bool):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    if checkpointing:
+        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        base.enable_input_require_grads()
+    config = LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj", "down_proj"], init_lora_weights=False)
+    model = get_peft_model(base, config)
+    model.train()
+    return model
+
+
+def batch():
+    torch.manual_seed(1)
+    ids = torch.randint(0, 200, (2, 37))
+    labels = ids.clone()
+    labels[0, :5] = -100
+    return ids, labels
+
+
+def step(model, **extra):
+    ids, labels = batch()
+    model.zero_grad()
+    loss = model(input_ids=ids, labels=labels, **extra).loss
+    loss.backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+    return loss.detach(), grads
+
+
+def cfg(**strategies):
+    base = {"loss_chunk_size": 7, "activation_offload": False, "activation_compression": "none"}
+    return {"strategies": {**base, **strategies}, "accelerator": "cpu"}
+
+
+@pytest.mark.parametrize("checkpointing", [False, True])
+@pytest.mark.parametrize("items", [None, 50])
+def test_chunked_loss_equals_the_standard_loss_and_gradients(model_dir, checkpointing, items):
+    model = peft_model(model_dir, checkpointing)
+    extra = {} if items is None else {"num_items_in_batch": torch.tensor(items)}
+    standard, standard_grads = step(model, **extra)
+    chunked, chunked_grads = step(chunked_loss.with_chunked_loss(model, cfg()), **extra)
+    assert abs(chunked.item() - standard.item()) <= 1e-5 * abs(standard.item())
+    for name, grad in standard_grads.items():
+        assert torch.allclose(chunked_grads[name], grad, rtol=1e-4, atol=1e-7), name
+
+
+def test_chunked_loss_passes_gradients_to_a_trainable_head(model_dir):
+    model = peft_model(model_dir, False)
+    model.get_base_model().lm_head.weight.requires_grad_(True)
+    _, standard_grads = step(model)
+    _, chunked_grads = step(chunked_loss.with_chunked_loss(model, cfg()))
+    head = "base_model.model.lm_head.weight"
+    assert torch.allclose(chunked_grads[head], standard_grads[head], rtol=1e-4, atol=1e-7)
+
+
+def relative_error(grads, reference) -> float:
+    num = sum((grads[n] - g).pow(2).sum() for n, g in reference.items())
+    return float((num / sum(g.pow(2).sum() for g in reference.values())).sqrt())
+
+
+@pytest.mark.parametrize("checkpointing", [False, True])
+def test_offload_is_exact_and_compression_is_close(model_dir, checkpointing):
+    model = peft_model(model_dir, checkpointing)
+    loss, reference = step(model)
+    offloaded = saved_activations.with_saved_tensor_hooks(copy.deepcopy(model), cfg(activation_offload=True))
+    assert step(offloaded)[1].keys() == reference.keys()
+    assert relative_error(step(offloaded)[1], reference) == 0.0
+    for kind, bound in (("int8", 0.05), ("fp8", 0.1)):
+        compressed = saved_activations.with_saved_tensor_hooks(copy.deepcopy(model),
+                                                               cfg(activation_compression=kind))
+        hooks_loss, grads = step(compressed)
+        assert hooks_loss == loss  # forward is unchanged: only what backward reads is compressed
+        error = relative_error(grads, reference)
+        assert 0 < error < bound, (kind, error)
+
+
+def test_compression_stores_fewer_bytes(model_dir):
+    hooks = saved_activations.SavedTensorHooks(torch.nn.Linear(4, 4), "int8", False)
+    x = torch.randn(64, 128)
+    codes, scale = hooks.pack(x)[2]
+    assert codes.dtype == torch.int8 and scale.shape == (64, 1)
+    assert (hooks.unpack(hooks.pack(x)) - x).abs().max() <= x.abs().max() / 127
+    weight = torch.nn.Parameter(torch.randn(64, 128))
+    assert hooks.pack(weight) is weight and hooks.pack(weight.t()) is not None
