@@ -49,7 +49,7 @@ class Loss(PlainStrategy):
         return {"loss_chunk": spec.strategies.loss_chunk_size, "fused_loss": spec.hardware.accelerator == "cuda"}
 
     def fixes(self, spec, backend) -> list:
-        if spec.strategies.loss == "chunked" or not backend.accepts.chunked_loss:
+        if spec.strategies.loss == "chunked" or (backend is not None and not backend.accepts.chunked_loss):
             return []
         return [("strategies.loss: chunked", {"strategies.loss": "chunked"})]
 
