@@ -96,3 +96,17 @@ def test_fixes_and_train_config():
     strategies = build_train_config(context(chunked, QWEN7B.parent).for_backend(NAIVE))["strategies"]
     assert (strategies["loss"], strategies["loss_chunk_size"]) == ("chunked", 512)
     assert (strategies["activation_offload"], strategies["activation_compression"]) == (False, "none")
+
+
+def test_auto_turns_on_the_cheapest_lever_that_makes_a_backend_fit():
+    from qcompile.compiler.checks import diagnose
+
+    spec = qwen7b(**{"hardware.device_memory": "24GiB", "backend": {"kind": "auto"}})
+    diags, narrowed = diagnose(context(spec, QWEN7B.parent))
+    [said] = [d for d in diags if d.code == "auto_strategies"]
+    assert said.severity == "warning" and "strategies.loss: chunked" in said.message
+    assert narrowed.backend.kind == "deepspeed-zero2" and narrowed.spec.strategies.loss == "chunked"
+    assert narrowed.plan.fits and narrowed.spec.strategies.activation_compression == "none"
+    fits_as_written = qwen7b(**{"backend": {"kind": "auto"}})
+    diags, narrowed = diagnose(context(fits_as_written, QWEN7B.parent))
+    assert not [d for d in diags if d.code == "auto_strategies"] and narrowed.spec.strategies.loss == "standard"
