@@ -62,6 +62,8 @@ def stored(arch, shape, per_layer: list[int], compressed: list[int], kept: int, 
             kept = len(per_layer) * (shape.compressed_bytes * t * h + SCALE_BYTES * t)
         else:
             kept = sum(compressed)
+        if head:  # the final norm's input (its fp32 rsqrt per token is not worth a per-row scale)
+            head = shape.compressed_bytes * t * h + SCALE_BYTES * t + 4 * t
     if not shape.activation_offload:
         return kept, head, recompute, 0
     if shape.checkpointing:  # the recompute of one layer and its input brought back

@@ -4,7 +4,10 @@ wraps the whole forward, the loss included. Compression stores each tensor the d
 fp8 (e4m3) with one fp32 scale per row of its last dimension; it wraps only the decoder, so the head and
 the loss stay exact. Checkpointing composes: the non-reentrant checkpoint saves each layer's input through
 these hooks and its recompute runs in backward, outside them. Frozen weights (and views of them, and
-autocast's copies, recognised by a parameter's shape) are left alone: they are not activations."""
+autocast's copies, recognised by a parameter's shape) are left alone: they are not activations. A tensor
+that several ops save (a norm's input, a LoRA input shared by q/k/v) is stored once per forward."""
+
+import weakref
 
 import torch
 
@@ -24,20 +27,29 @@ class SavedTensorHooks:
         for p in model.parameters():
             self.weight_shapes |= {tuple(p.shape), tuple(reversed(p.shape))} if p.dim() == 2 else set()
         self.packed = 0  # tensors stored compressed or offloaded (read by the tests)
+        self.seen = {}  # tensor view -> (weak reference to its storage, what was stored), this forward only
 
     def keep(self, t) -> bool:
         if isinstance(t, torch.nn.Parameter) or isinstance(t._base, torch.nn.Parameter):
             return True
-        return not t.is_floating_point() or t.numel() < SMALLEST or tuple(t.shape) in self.weight_shapes
+        small = t.numel() < SMALLEST or t.dim() == 0 or t.shape[-1] < 16  # a per-row scale would not pay
+        return not t.is_floating_point() or small or tuple(t.shape) in self.weight_shapes
 
     def pack(self, t):
         if self.keep(t):
             return t
+        storage = t.untyped_storage()  # one Python object per live storage: its weak reference dies with it
+        key = (storage.data_ptr(), t.storage_offset(), tuple(t.shape), t.stride(), t.dtype, t._version)
+        earlier = self.seen.get(key)
+        if earlier is not None and earlier[0]() is storage:
+            return earlier[1]
         self.packed += 1
         stored = compress(t, self.compression) if self.compression else (t,)
         if self.offload:
             stored = tuple(to_host(s) for s in stored)
-        return t.device, t.dtype, stored
+        packed = (t.device, t.dtype, stored)
+        self.seen[key] = (weakref.ref(storage), packed)
+        return packed
 
     def unpack(self, packed):
         if isinstance(packed, torch.Tensor):
@@ -78,8 +90,11 @@ def wrap_forward(module, hooks: SavedTensorHooks) -> None:
     plain = module.forward
 
     def forward(*args, **kwargs):
-        with hooks.context():
-            return plain(*args, **kwargs)
+        try:
+            with hooks.context():
+                return plain(*args, **kwargs)
+        finally:
+            hooks.seen.clear()  # what was stored now lives only in the graph
 
     module.forward = forward
 

@@ -104,3 +104,51 @@ def test_compression_stores_fewer_bytes(model_dir):
     assert (hooks.unpack(hooks.pack(x)) - x).abs().max() <= x.abs().max() / 127
     weight = torch.nn.Parameter(torch.randn(64, 128))
     assert hooks.pack(weight) is weight and hooks.pack(weight.t()) is not None
+
+
+@pytest.mark.parametrize("checkpointing", [False, True])
+def test_the_plan_counts_the_bytes_compression_stores(checkpointing):
+    """Every tensor the hooks store in one real step (codes and scales, each stored tensor once) against
+    the planner's compressed layers and final norm: within 2 %."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, Qwen2Config
+
+    from qcompile.compiler.planner.activations import StepShape, step_activations
+    from qcompile.compiler.planner.architecture import Architecture
+
+    config = Qwen2Config(hidden_size=256, intermediate_size=688, num_hidden_layers=2, num_attention_heads=4,
+                         num_key_value_heads=4, vocab_size=1024, max_position_embeddings=512, tie_word_embeddings=False)
+    targets, seq = ["q_proj", "v_proj", "down_proj"], 128
+    torch.manual_seed(0)
+    base = AutoModelForCausalLM.from_config(config, dtype=torch.float32, attn_implementation="sdpa")
+    if checkpointing:
+        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        base.enable_input_require_grads()
+    model = get_peft_model(base, LoraConfig(r=8, lora_alpha=16, target_modules=targets))
+    model.train()
+    hooks = saved_activations.SavedTensorHooks(model, "int8", False)
+    stored, pack = {}, hooks.pack
+
+    def counting(t):
+        out = pack(t)
+        if not isinstance(out, torch.Tensor):
+            stored[id(out)] = (out, sum(s.nbytes for s in out[2]))
+        return out
+
+    hooks.pack = counting
+    saved_activations.wrap_forward(model.get_base_model().model, hooks)
+    ids = torch.randint(0, 1024, (1, seq))
+    model(input_ids=ids, labels=ids).loss.backward()
+    measured = sum(n for _, n in stored.values())
+
+    arch = Architecture.from_config(config.to_dict(), "test")
+    shape = StepShape(batch=1, seq=seq, dtype_bytes=4, adapter_bytes=4, r=8, targets=frozenset(targets),
+                      lora_layers=frozenset({0, 1}), checkpointing=checkpointing, compressed_bytes=1)
+    from qcompile.compiler.planner import saved
+    from qcompile.compiler.planner.activations import layer_saved_bytes
+
+    kept = (2 * (seq * 256 + saved.SCALE_BYTES * seq) if checkpointing
+            else sum(saved.compressed_layers(arch, shape, range(2), False, layer_saved_bytes)))
+    head = seq * 256 + saved.SCALE_BYTES * seq  # the final norm's input (its rsqrt is kept as it is)
+    assert abs(measured - (kept + head)) <= 0.02 * measured, (measured, kept + head)
+    assert step_activations(arch, shape, range(2), True, True).activations > 0
