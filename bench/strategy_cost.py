@@ -105,7 +105,7 @@ def measure(name, config, seq, repeats):
     print(f"{'variant':24} {'s/step':>8} {'time x':>7} {'peak MiB':>9} {'peak x':>7}")
     for v in models:
         print(f"{v:24} {best[v]:8.3f} {best[v] / best['standard']:7.2f} {peaks[v] / 2**20:9.1f} "
-              f"{peaks[v] / peaks['standard']:7.2f}")
+              f"{peaks[v] / peaks['standard']:7.2f}", flush=True)
 
 
 def gradient_error(name, config, seq):
@@ -120,7 +120,7 @@ def gradient_error(name, config, seq):
             num = sum((grads[n] - g).pow(2).sum() for n, g in reference.items())
             rel = float((num / sum(g.pow(2).sum() for g in reference.values())).sqrt())
             print(f"{name}: {kind} checkpointing={'on' if ckpt else 'off'}: relative gradient error "
-                  f"(L2 over all adapter gradients) {rel:.2e}")
+                  f"(L2 over all adapter gradients) {rel:.2e}", flush=True)
 
 
 def main() -> None:
@@ -129,12 +129,16 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--slice", action="store_true")
+    parser.add_argument("--shapes", default="tiny,compute", help="comma-separated: tiny, compute (or none)")
     args = parser.parse_args()
     tiny = AutoConfig.from_pretrained(REPO / "examples" / "models" / "tiny-qwen2")
     compute = Qwen2Config(hidden_size=512, intermediate_size=1536, num_hidden_layers=8, num_attention_heads=8,
                           num_key_value_heads=8, vocab_size=32000, max_position_embeddings=1024)
-    measure("tiny model", tiny, 64, args.repeats)
-    measure("compute-bound (hidden 512, 8 layers)", compute, 512, args.repeats)
+    shapes = args.shapes.split(",")
+    if "tiny" in shapes:
+        measure("tiny model", tiny, 64, args.repeats)
+    if "compute" in shapes:
+        measure("compute-bound (hidden 512, 8 layers)", compute, 512, args.repeats)
     gradient_error("tiny model", tiny, 64)
     if args.slice:
         qwen7b_slice = Qwen2Config(hidden_size=4096, intermediate_size=11008, num_hidden_layers=2,
