@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 VARIANTS = [  # name, checkpointing, script-part config
     ("standard", False, {}),
-    ("chunked loss", False, {"loss": "chunked"}),
+    ("chunked loss", False, {"loss": "chunked", "loss_chunk_size": 128}),  # below the 512-token step
     ("activation offload", False, {"activation_offload": True}),
     ("compression int8", False, {"activation_compression": "int8"}),
     ("compression fp8", False, {"activation_compression": "fp8"}),
@@ -130,7 +130,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--slice", action="store_true")
     parser.add_argument("--shapes", default="tiny,compute", help="comma-separated: tiny, compute (or none)")
+    parser.add_argument("--variants", default=",".join(v for v, _, _ in VARIANTS),
+                        help="comma-separated subset of: " + ", ".join(v for v, _, _ in VARIANTS))
+    parser.add_argument("--no-error", action="store_true", help="skip the tiny model's gradient error")
     args = parser.parse_args()
+    VARIANTS[:] = [v for v in VARIANTS if v[0] == "standard" or v[0] in args.variants.split(",")]
     tiny = AutoConfig.from_pretrained(REPO / "examples" / "models" / "tiny-qwen2")
     compute = Qwen2Config(hidden_size=512, intermediate_size=1536, num_hidden_layers=8, num_attention_heads=8,
                           num_key_value_heads=8, vocab_size=32000, max_position_embeddings=1024)
@@ -139,7 +143,8 @@ def main() -> None:
         measure("tiny model", tiny, 64, args.repeats)
     if "compute" in shapes:
         measure("compute-bound (hidden 512, 8 layers)", compute, 512, args.repeats)
-    gradient_error("tiny model", tiny, 64)
+    if not args.no_error:
+        gradient_error("tiny model", tiny, 64)
     if args.slice:
         qwen7b_slice = Qwen2Config(hidden_size=4096, intermediate_size=11008, num_hidden_layers=2,
                                    num_attention_heads=32, num_key_value_heads=32, vocab_size=2048,
