@@ -47,6 +47,7 @@ class Accepts:
     adaptive_rank_why: str = ""
     dora: bool = True  # DoRA: needs each whole base weight for the column norm
     fp32_master_copy: bool = False  # the engine keeps fp32 master adapters itself (lora.dtype changes nothing)
+    chunked_loss: bool = True  # strategies.loss chunked: calls the (whole) head once per chunk in its own gradient
 
 
 @runtime_checkable

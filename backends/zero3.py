@@ -62,7 +62,7 @@ ZERO3 = zero_common.ZeroBackend(
     accepts=Accepts(
         param_offload=("cpu",), optimizer_offload=True, fp16_on_cpu=False, quantized_base=(),
         quantized_base_why="zero.Init partitions the weights as they load; bitsandbytes layers are not partitioned",
-        adaptive_rank=False, dora=False, fp32_master_copy=True,
+        adaptive_rank=False, dora=False, fp32_master_copy=True, chunked_loss=False,
         adaptive_rank_why="ZeRO-3 partitions the gradients, so p.grad is not there for the allocator",
     ),
     zero_section=zero3_section,

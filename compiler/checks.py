@@ -6,7 +6,7 @@ from __future__ import annotations
 from qcompile.backends.registry import get_backend
 from qcompile.schemas.units import format_bytes
 
-from .choose import choose_backend, suggest_fixes
+from .choose import choose_backend, choose_with_levers, suggest_fixes
 from .context import CompileContext
 from .diagnostics import Diagnostic, error, warning
 from .planner.architecture import ArchitectureInvalid
@@ -41,6 +41,13 @@ def _auto(ctx: CompileContext) -> tuple[list[Diagnostic], CompileContext | None]
         return [error(("backend",), f"backend auto chooses from the memory plan, but {problem.message}",
                       "auto_needs_architecture", problem.hint)], None
     chosen, considered = choose_backend(ctx)
+    with_levers = choose_with_levers(ctx, chosen)  # the activation/logits strategies, cheapest first
+    if with_levers is not None:
+        faster, narrowed, changes = with_levers
+        said = warning(("backend",), f"auto chose {faster.kind} with {', '.join(changes)}"
+                       + (f" (faster than {chosen.kind} without)" if chosen else ": nothing fits without"),
+                       "auto_strategies", "set these in the spec to keep them, or name a backend")
+        return [said, *backend_rules(narrowed.spec, faster)], narrowed
     if chosen is not None:
         narrowed = ctx.for_backend(chosen)
         return backend_rules(narrowed.spec, chosen), narrowed

@@ -6,7 +6,7 @@ backend would also accept (a 2-node spec is never told to use a single-node back
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from qcompile.backends.base import Backend
 from qcompile.backends.registry import by_speed
@@ -53,6 +53,43 @@ def choose_backend(ctx: CompileContext) -> tuple[Backend | None, list[Considered
     return next((c.backend for c in considered if c.usable), None), considered
 
 
+def by_speed_cost(strategies) -> list:
+    """Strategies in the order of their measured slowdown (`speed_cost`, bench/strategy_cost.py); those
+    without one cost nothing measurable and keep their registry order."""
+    return sorted(strategies, key=lambda s: getattr(s, "speed_cost", 1.0))
+
+
+def levers(spec) -> list[tuple[str, dict]]:
+    """The activation and logits strategies' fixes (those with a measured speed_cost), cheapest first:
+    what `auto` may turn on when no backend fits the spec as written."""
+    out = []
+    for strategy in by_speed_cost(s for s in STRATEGIES if hasattr(s, "speed_cost")):
+        out += strategy.fixes(spec, None)
+    return out
+
+
+def choose_with_levers(ctx: CompileContext,
+                       as_written: Backend | None) -> tuple[Backend, CompileContext, list[str]] | None:
+    """A faster choice than `as_written` (the backend auto picks for the spec as written; None: nothing
+    fits): the fewest levers, taken cheapest first and added one at a time, after which a backend faster
+    than that one fits and accepts the spec; that backend, the context with the levers set, and their
+    descriptions. None when no lever set gives a faster backend."""
+    order = [b.kind for b in by_speed()]
+    limit = order.index(as_written.kind) if as_written is not None else len(order)
+    if limit == 0:
+        return None
+    spec, chosen = ctx.spec, []
+    for description, changes in levers(spec):
+        for dotted, value in changes.items():
+            spec = _with(spec, dotted, value)
+        chosen.append(description)
+        changed = replace(ctx, spec=spec, plans={})
+        backend, _ = choose_backend(changed)
+        if backend is not None and order.index(backend.kind) < limit:
+            return backend, changed.for_backend(backend), chosen
+    return None
+
+
 @dataclass(frozen=True)
 class Fix:
     change: str  # what to set, e.g. "strategies.max_seq_length: 1024"
@@ -80,7 +117,7 @@ def _changes(spec, backend: Backend) -> list[tuple[str, dict, Backend]]:
     out: list[tuple[str, dict, Backend]] = []
     if spec.model.dtype == "float32":
         out.append(("model.dtype: bfloat16", {"model.dtype": "bfloat16"}, backend))
-    for strategy in STRATEGIES:
+    for strategy in by_speed_cost(STRATEGIES):
         out += [(text, change, backend) for text, change in strategy.fixes(spec, backend)]
     if spec.training.micro_batch_size > 1:
         out.append(("training.micro_batch_size: 1", {"training.micro_batch_size": 1}, backend))

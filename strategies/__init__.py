@@ -7,11 +7,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from .activation_compression import STRATEGY as ACTIVATION_COMPRESSION
+from .activation_offload import STRATEGY as ACTIVATION_OFFLOAD
 from .adapter_dtype import STRATEGY as ADAPTER_DTYPE
 from .adapter_method import STRATEGY as ADAPTER_METHOD
 from .attention import STRATEGY as ATTENTION
 from .base import Change, Strategy
 from .checkpointing import STRATEGY as GRADIENT_CHECKPOINTING
+from .loss import STRATEGY as LOSS
 from .low_memory_load import STRATEGY as LOW_MEMORY_LOAD
 from .max_seq_length import STRATEGY as MAX_SEQ_LENGTH
 from .mixed_precision import STRATEGY as MIXED_PRECISION
@@ -22,7 +25,7 @@ from .quantization import STRATEGY as QUANTIZATION
 # In the order the spec reference lists them and the planner suggests their fixes.
 STRATEGIES: tuple[Strategy, ...] = (
     GRADIENT_CHECKPOINTING, MIXED_PRECISION, LOW_MEMORY_LOAD, MAX_SEQ_LENGTH, ATTENTION, OFFLOAD,
-    OPTIMIZER, QUANTIZATION, ADAPTER_METHOD, ADAPTER_DTYPE,
+    OPTIMIZER, QUANTIZATION, ADAPTER_METHOD, ADAPTER_DTYPE, LOSS, ACTIVATION_OFFLOAD, ACTIVATION_COMPRESSION,
 )
 SECTIONS = ("model", "lora", "training", "strategies")
 

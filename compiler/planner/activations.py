@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from . import saved as act_saved
 from .architecture import Architecture
 
 ATTENTION_MODULES = ("q_proj", "k_proj", "v_proj")
@@ -43,6 +44,11 @@ class StepShape:
     dropout_mask_bytes: int | None = 1  # CUDA keeps a bool mask; CPU one in the input dtype (None)
     dora: bool = False  # DoRA saves two out-sized tensors per module for its magnitude (measured on CPU)
     int8_inputs: bool = False  # an 8-bit (LLM.int8) Linear saves its input as fp16 when it needs grad
+    # act: the chunked loss, activation offload and compression (their strategies; effects in saved.py)
+    loss_chunk: int | None = None  # tokens per chunk of the chunked loss; None: the standard loss
+    fused_loss: bool = False  # CUDA: liger-kernel's fused linear cross-entropy may run instead
+    activation_offload: bool = False  # saved tensors in host memory between forward and backward
+    compressed_bytes: int | None = None  # bytes per element of a compressed saved tensor; None: uncompressed
 
     @property
     def tokens(self) -> int:
@@ -121,6 +127,7 @@ class Activations:
 
     activations: int  # saved layer tensors (or checkpointed inputs plus one recompute)
     logits: int  # the loss's fp32 logits and their gradient (zero on devices without the head)
+    host: int = 0  # saved tensors kept in host memory (activation offload)
 
 
 def step_activations(
@@ -130,6 +137,7 @@ def step_activations(
     t, e = shape.tokens, shape.dtype_bytes
     # The embedding's output needs no grad; a later device's input does once an adapter came before it.
     grad = not has_embedding and bool(shape.lora_layers) and min(shape.lora_layers) < layers.start
+    grad0 = grad  # act
     per_layer = []
     for index in layers:
         saved, grad = layer_saved_bytes(arch, shape, index, grad)
@@ -143,10 +151,16 @@ def step_activations(
         recompute = 0
     head = (4 * t * arch.hidden_size + 4 * t) if (has_head and grad) else 0
     logits = 12 * t * arch.vocab_size if has_head else 0
+    # act: chunked loss, activation offload and compression (planner/saved.py) ----------------------
+    logits = act_saved.loss_bytes(arch, shape, logits) if has_head else 0
+    compressed = act_saved.compressed_layers(arch, shape, layers, grad0, layer_saved_bytes) \
+        if shape.compressed_bytes else []
+    kept, head, recompute, host = act_saved.stored(arch, shape, per_layer, compressed, kept, head, recompute)
+    # -------------------------------------------------------------------------------------------------
     # Peak is either the loss's backward (everything kept plus the logits) or, with checkpointing,
     # the recompute of the last layer after the logits are freed.
     at_loss = kept + head + rope + logits
     at_recompute = kept + rope + recompute
     if at_loss >= at_recompute:
-        return Activations(activations=kept + head + rope, logits=logits)
-    return Activations(activations=at_recompute, logits=0)
+        return Activations(activations=kept + head + rope, logits=logits, host=host)
+    return Activations(activations=at_recompute, logits=0, host=host)

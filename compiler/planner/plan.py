@@ -8,6 +8,7 @@ from qcompile.schemas.backend import with_backend
 from qcompile.schemas.units import format_bytes
 from qcompile.strategies import STRATEGIES
 
+from . import saved as act_saved
 from .architecture import Architecture
 from .memory import Context, DeviceUse, HostUse
 from .render import plan_markdown, plan_text
@@ -111,6 +112,10 @@ def plan(spec, arch: Architecture, backend) -> Plan:
     spec = with_backend(spec, backend.kind)
     ctx = memory_context(spec, arch)
     devices, host = backend.placement(ctx)
+    offloaded, why = act_saved.host_bytes(ctx, backend)  # act: activation offload
+    if offloaded:
+        host.train_peak += offloaded
+        host.notes.append(why)
     summary = {
         "source": arch.source,
         "num_params": arch.num_params(),

@@ -64,7 +64,7 @@ def test_part_imports_are_merged_at_the_top_once():
 
 
 @pytest.mark.parametrize("parts, message", [
-    (["core", "nonsense"], "no script part 'nonsense'; known: adalora, core, "),
+    (["core", "nonsense"], "no script part 'nonsense'; known: adalora, chunked_loss, core, "),
     (["core", "../core"], "no script part '../core'"),
     (["placement", "core"], "must start with 'core'"),
     (["core", "placement", "placement"], "repeat a name"),
