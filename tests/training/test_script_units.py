@@ -161,3 +161,29 @@ def test_staggered_load_gives_each_rank_the_whole_model_unplaced(tmp_path):
     assert core.Steps().place_model(config, {"a": 1}) == {"a": 1}  # no part placed it: kwargs unchanged
     model = staggered_load.load_in_turns(config, core.load_kwargs(config))
     assert {p.device.type for p in model.parameters()} == {"cpu"} and not hasattr(model, "hf_device_map")
+
+
+def test_placed_model_takes_a_checkpoints_adapter_in_place_and_refuses_foreign_weights(tmp_path):
+    """Resume of a disk-offloaded model: peft's load_adapter would re-dispatch it (and fail on its meta
+    weights); the placement part copies the saved adapter into the placed LoRA tensors instead."""
+    config = job_config(tmp_path)  # the example: layers 1-3 and the head on disk
+    saved = load_placed(config)
+    with torch.no_grad():
+        for p in saved.parameters():
+            if p.requires_grad:
+                p.normal_()  # lora_B starts at zero: make every tensor distinguishable
+    saved.save_pretrained(tmp_path / "checkpoint-2")
+    model = load_placed(config)
+    before = {n: p.clone() for n, p in model.named_parameters() if p.requires_grad}
+    trainer = SimpleNamespace(model=model)
+    placement.resume_in_place(lambda t: None)(trainer)
+    trainer._load_from_checkpoint(str(tmp_path / "checkpoint-2"))
+    expected = dict(saved.named_parameters())
+    for name in before:
+        assert not torch.equal(before[name], expected[name])
+        torch.testing.assert_close(dict(model.named_parameters())[name], expected[name], rtol=0, atol=0)
+    assert "disk" in set(model.hf_device_map.values())  # still placed, nothing dispatched again
+
+    other = job_config(tmp_path / "other", lora={"target_modules": ["q_proj", "v_proj", "gate_proj"]})
+    with pytest.raises(core.JobError, match="holds adapter weights this model does not have"):
+        placement.load_adapter_in_place(load_placed(other), str(tmp_path / "checkpoint-2"))

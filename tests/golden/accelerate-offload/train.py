@@ -31,6 +31,7 @@ from accelerate import infer_auto_device_map, init_empty_weights
 from accelerate.utils import get_balanced_memory
 from peft import LoraConfig, get_peft_model
 from peft.tuners.lora import LoraLayer
+from peft.utils import load_peft_weights, set_peft_model_state_dict
 from safetensors.torch import load_file
 from transformers import (
     AutoConfig,
@@ -1372,8 +1373,35 @@ class EveryAdapterLearns(TrainerCallback):
             raise RuntimeError(f"{len(missing)} LoRA parameters received no gradient, e.g. {missing[:3]}")
 
 
+def resume_in_place(check_trainer):
+    """On resume Trainer loads the checkpoint's adapter with peft's load_adapter, which dispatches the whole
+    model again and fails on the weights accelerate offloaded (they are on `meta`). The returned check
+    (after the one it wraps) makes this Trainer load the adapter's tensors into the placed model instead;
+    Trainer still restores the optimizer, scheduler, RNG and its state."""
+
+    def checked(trainer) -> None:
+        check_trainer(trainer)
+        trainer._load_from_checkpoint = lambda checkpoint, model=None: load_adapter_in_place(trainer.model,
+                                                                                            checkpoint)
+
+    return checked
+
+
+def load_adapter_in_place(model, checkpoint: str) -> None:
+    weights = load_peft_weights(checkpoint, device="cpu")
+    result = set_peft_model_state_dict(model, weights, adapter_name="default")
+    if result.unexpected_keys:
+        raise JobError(f"{checkpoint} holds adapter weights this model does not have, e.g. "
+                       f"{result.unexpected_keys[:3]} (was the spec's lora section changed since?)")
+    left = [name for name in result.missing_keys if ".lora_" in name]
+    if left:
+        raise JobError(f"{checkpoint} lacks adapter weights of this model, e.g. {left[:3]}")
+    log(f"adapter weights loaded in place from {checkpoint}")
+
+
 STEPS.place_model = place_layers
 STEPS.add_adapters = add_placed_lora
+STEPS.check_trainer = resume_in_place(STEPS.check_trainer)
 STEPS.callbacks.append(EveryAdapterLearns())
 
 
