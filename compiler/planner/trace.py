@@ -45,6 +45,7 @@ class TraceCase:
     attention: str = "sdpa"
     dtype: str = "bfloat16"
     adapter_dtype: str = "float32"  # peft's default on a bf16 base; "same" = the base dtype (DeepSpeed bf16)
+    mixed_precision: str = "no"  # autocast as Trainer runs the forward: "no", "bf16" or "fp16"
 
     def config_dict(self) -> dict:
         """A config.json for this shape, as resolve_architecture and transformers both read it."""
@@ -159,6 +160,27 @@ def _build(case: TraceCase, fake_mode=None):
     return model
 
 
+def _autocast(case: TraceCase, device: str):
+    """The forward's autocast as Trainer (accelerate) runs it for bf16/fp16; none for "no"."""
+    import contextlib
+
+    import torch
+
+    if case.mixed_precision == "no":
+        return contextlib.nullcontext()
+    return torch.autocast(device, dtype=torch.bfloat16 if case.mixed_precision == "bf16" else torch.float16)
+
+
+def _step_once(case: TraceCase, model, optimizer, ids, device: str) -> None:
+    """One optimizer step as the generated script's Trainer runs it: the forward (and the model's own
+    loss) under autocast, no attention mask (an all-ones mask is dropped for sdpa), backward outside it."""
+    with _autocast(case, device):
+        loss = model(input_ids=ids, labels=ids).loss
+    loss.backward()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
 def trace_step_peak(case: TraceCase, fake: bool = False) -> int:
     """Peak allocated tensor bytes during one LoRA training step of `case` (after a warm-up step)."""
     import contextlib
@@ -176,14 +198,7 @@ def trace_step_peak(case: TraceCase, fake: bool = False) -> int:
         trainable = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(trainable, lr=1e-4, foreach=False)
         ids = torch.randint(0, case.vocab_size, (case.batch, case.seq_len))
-
-        def step() -> None:
-            loss = model(input_ids=ids, labels=ids).loss
-            loss.backward()
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-
-        step()  # optimizer states exist from here on, as in every step after the first
+        _step_once(case, model, optimizer, ids, "cpu")  # optimizer states exist from here on
         counter = _LiveBytes()
         for tensor in [*model.parameters(), *model.buffers(), ids]:
             counter.add(tensor)
@@ -191,7 +206,7 @@ def trace_step_peak(case: TraceCase, fake: bool = False) -> int:
             for value in state.values():
                 counter.add(value)
         with _counting_mode(counter):
-            step()
+            _step_once(case, model, optimizer, ids, "cpu")
         return counter.peak
 
 

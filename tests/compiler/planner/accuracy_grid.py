@@ -48,7 +48,7 @@ def spec_for_case(case: TraceCase, folder: Path) -> Spec:
         "lora": {"r": case.r, "alpha": 2 * case.r, "dropout": case.dropout, "target_modules": list(case.target_modules),
                  "layers": list(case.layers) if case.layers is not None else None},
         "strategies": {"gradient_checkpointing": case.checkpointing, "attention": case.attention,
-                       "max_seq_length": case.seq_len, "mixed_precision": "no"},
+                       "max_seq_length": case.seq_len, "mixed_precision": case.mixed_precision},
         "backend": NAIVE_MODEL_PARALLEL.kind,
         "data": {"path": "data.jsonl", "format": "text"},
         "training": {"micro_batch_size": case.batch, "max_steps": 1, "output_dir": "out"},
