@@ -60,6 +60,7 @@ class TraceCase:
             "tie_word_embeddings": self.tie_word_embeddings,
             "max_position_embeddings": max(self.seq_len, 128),
             "rms_norm_eps": 1e-6,
+            "sliding_window": None,  # Mistral's default window would make sdpa build a mask at long sequence
         }
 
 
@@ -133,15 +134,18 @@ def _build(case: TraceCase, fake_mode=None):
     )
     model = get_peft_model(model, lora, low_cpu_mem_usage=fake_mode is not None)
     adapter_dtype = dtype if case.adapter_dtype == "same" else getattr(torch, case.adapter_dtype)
+    swapped: dict[int, torch.nn.Parameter] = {}  # tied weights (embedding = lm_head) stay one tensor
     for module in model.modules():
         for name, param in list(module._parameters.items()):
             if param is None:
                 continue
             want = adapter_dtype if param.requires_grad else dtype
             if fake_mode is not None:
-                with fake_mode:
-                    data = torch.empty(param.shape, dtype=want, device="cpu")
-                module._parameters[name] = torch.nn.Parameter(data, requires_grad=param.requires_grad)
+                if id(param) not in swapped:
+                    with fake_mode:
+                        data = torch.empty(param.shape, dtype=want, device="cpu")
+                    swapped[id(param)] = torch.nn.Parameter(data, requires_grad=param.requires_grad)
+                module._parameters[name] = swapped[id(param)]
             elif param.dtype != want:
                 param.data = param.data.to(want)
         if fake_mode is not None:
@@ -171,6 +175,25 @@ def _autocast(case: TraceCase, device: str):
     return torch.autocast(device, dtype=torch.bfloat16 if case.mixed_precision == "bf16" else torch.float16)
 
 
+def _real_mask_decision(fake: bool):
+    """transformers builds an s x s attention mask whenever a fake tensor makes it think it is being
+    traced; the real run skips it for sdpa (causal, nothing padded, not packed). Under fake tensors,
+    decide as the real run does: only compiling, exporting or jit tracing count as tracing."""
+    import contextlib
+    from unittest import mock
+
+    if not fake:
+        return contextlib.nullcontext()
+    from transformers import masking_utils
+
+    real = masking_utils.is_tracing
+    stack = contextlib.ExitStack()
+    stack.enter_context(mock.patch.object(masking_utils, "is_tracing", lambda tensor=None: real(None)))
+    # unpacked rows: the position ids never restart (reading them is a data-dependent op fake tensors refuse)
+    stack.enter_context(mock.patch.object(masking_utils, "find_packed_sequence_indices", lambda *a, **k: None))
+    return stack
+
+
 def _step_once(case: TraceCase, model, optimizer, ids, device: str) -> None:
     """One optimizer step as the generated script's Trainer runs it: the forward (and the model's own
     loss) under autocast, no attention mask (an all-ones mask is dropped for sdpa), backward outside it."""
@@ -194,7 +217,7 @@ def trace_step_peak(case: TraceCase, fake: bool = False) -> int:
 
         fake_mode = FakeTensorMode(allow_non_fake_inputs=True)
     model = _build(case, fake_mode)
-    with fake_mode or contextlib.nullcontext():
+    with fake_mode or contextlib.nullcontext(), _real_mask_decision(fake_mode is not None):
         trainable = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(trainable, lr=1e-4, foreach=False)
         ids = torch.randint(0, case.vocab_size, (case.batch, case.seq_len))
