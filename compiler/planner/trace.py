@@ -105,11 +105,9 @@ def _counting_mode(counter: _LiveBytes):
     return CountingMode()
 
 
-def _build(case: TraceCase, fake_mode=None):
-    """The peft model, real on CPU; or, given a FakeTensorMode, built on meta and swapped to fake tensors
-    (modules made under FakeTensorMode cannot be moved or cast, which peft and transformers both do)."""
-    import contextlib
-
+def _build(case: TraceCase, fake_mode=None, device: str = "cpu"):
+    """The peft model, real on `device`; or, given a FakeTensorMode, built on meta and swapped to fake
+    tensors (modules made under FakeTensorMode cannot be moved or cast, which peft and transformers do)."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoConfig, AutoModelForCausalLM
@@ -120,7 +118,7 @@ def _build(case: TraceCase, fake_mode=None):
     default = torch.get_default_dtype()
     torch.set_default_dtype(dtype)
     try:
-        with torch.device("meta") if fake_mode else contextlib.nullcontext():
+        with torch.device("meta" if fake_mode else device):
             model = AutoModelForCausalLM.from_config(config)
     finally:
         torch.set_default_dtype(default)
@@ -233,6 +231,54 @@ def trace_step_peak(case: TraceCase, fake: bool = False) -> int:
         return counter.peak
 
 
+def live_tensor_bytes(counter: _LiveBytes, device: str = "cpu") -> None:
+    """Adds every tensor alive in the process on `device` (an engine's flat buffers and partitions
+    included, which no model or optimizer attribute lists)."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    for obj in gc.get_objects():
+        if isinstance(obj, torch.Tensor) and obj.device.type == device:
+            try:
+                counter.add(obj)
+            except Exception:  # noqa: BLE001 - objects the dispatcher cannot count hold no storage we need
+                pass
+
+
+def measured_step_peak(step, device: str) -> int:
+    """Peak bytes of tensors during `step()` (run once before, so optimizer states exist): on CUDA
+    torch.cuda.max_memory_allocated; on CPU every live tensor plus what the dispatcher sees allocated."""
+    import torch
+
+    step()
+    if device == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        step()
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated()
+    counter = _LiveBytes()
+    live_tensor_bytes(counter, device)
+    with _counting_mode(counter):
+        step()
+    return counter.peak
+
+
+def real_step_peak(case: TraceCase, device: str) -> int:
+    """One real step of `case` on `device` as the single-process backends run it (autocast, fp32
+    adapters, torch AdamW), measured by measured_step_peak."""
+    import torch
+
+    torch.manual_seed(0)
+    model = _build(case, None, device)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=1e-4, foreach=False)
+    ids = torch.randint(0, case.vocab_size, (case.batch, case.seq_len), device=device)
+    return measured_step_peak(lambda: _step_once(case, model, optimizer, ids, device), device)
+
+
 def case_for_spec(spec, arch) -> TraceCase:
     """The TraceCase of a spec's own model shape (one device, the whole model, one micro-batch)."""
     return TraceCase(
@@ -253,12 +299,14 @@ def case_for_spec(spec, arch) -> TraceCase:
         checkpointing=spec.strategies.gradient_checkpointing,
         attention=spec.strategies.attention,
         dtype=spec.model.dtype,
+        adapter_dtype=spec.lora.dtype,
+        mixed_precision=spec.strategies.mixed_precision,
     )
 
 
 def single_device_spec(spec):
     """The spec as the tracer runs it: one CPU device holding everything (no offload), no
-    accumulation, peft's fp32 adapters."""
+    accumulation; adapters, autocast, checkpointing and attention as the spec sets them."""
     hardware = spec.hardware.model_copy(update={"accelerator": "cpu", "nodes": 1, "devices_per_node": 1})
     training = spec.training.model_copy(update={"gradient_accumulation_steps": 1})
     offload = spec.strategies.offload.model_copy(update={"params": "none"})
