@@ -19,7 +19,8 @@ What each op saves was read off CPU traces (see trace.py) and is checked against
   and k/v repeated to every head.
 - gated MLP: silu's input and output and up's output, in the compute dtype.
 - Loss: log-softmax keeps fp32 logits; its backward peaks at 12 bytes x tokens x vocab.
-- Non-reentrant checkpointing keeps each layer's input and recomputes one layer during backward.
+- Non-reentrant checkpointing keeps each layer's input and recomputes one layer during backward
+  (recompute_transient: the gradients alive beside it).
 """
 
 from __future__ import annotations
@@ -148,6 +149,27 @@ def layer_saved_bytes(arch: Architecture, shape: StepShape, index: int, grad_in:
     return saved, grad_mid or grad_gate or grad_up or "down_proj" in lora
 
 
+def recompute_transient(arch: Architecture, shape: StepShape) -> int:
+    """What a checkpointed layer's backward holds beside its recomputed saved tensors, at its peak (the
+    MLP's backward; fitted to traces, tests/compiler/planner/test_trace.py): the incoming t x h
+    gradient and three t x i compute-dtype gradients (down_proj's input, silu's and up's). A LoRA on
+    down_proj changes that: sharing its uncast input, the input is freed before the gradients meet
+    (one fewer); a private copy adds the gradient's trip through the adapter dtype (the dropout mask's
+    product, autocast's cast and the widening back to fp32 weights each keep one more). When the
+    checkpoint is fp32 the first norm saves the kept input itself, which max(per_layer) counted."""
+    t, c, e, a = shape.tokens, shape.compute_bytes, shape.dtype_bytes, shape.adapter_bytes
+    h, i = arch.hidden_size, arch.intermediate_size
+    mlp = 3 * c
+    if "down_proj" in shape.targets and shape.lora_layers:
+        private = shape.lora_input(c)[1]
+        dropout = shape.dropout > 0
+        if not private:
+            mlp -= c
+        else:
+            mlp += (a if dropout else a - c) + (c if dropout and shape.autocast_bytes else 0) + (c if e != c else 0)
+    return mlp * t * i + c * t * h - (4 * t * h if e == 4 else 0)
+
+
 @dataclass(frozen=True)
 class Activations:
     """Peak activation bytes of one device's share of the model, split for the plan's table."""
@@ -170,7 +192,7 @@ def step_activations(
     rope = 2 * t * arch.head_dim * e + 24 * t  # cos/sin shared by every layer; token ids and labels
     if shape.checkpointing:
         kept = len(per_layer) * e * t * arch.hidden_size
-        recompute = max(per_layer, default=0) + e * t * (3 * arch.intermediate_size + 2 * arch.hidden_size)
+        recompute = max(per_layer, default=0) + recompute_transient(arch, shape)
     else:
         kept = sum(per_layer)
         recompute = 0
