@@ -1,10 +1,10 @@
 """The ZeRO memory model: what each rank and each node hold under DeepSpeed stage 2 or 3.
 
 DeepSpeed casts the whole module (fp32 weights too), adapters included, to the bf16/fp16 compute dtype
-before placing it, runs no autocast, and keeps an fp32
-master copy, Adam moments and fp32 gradients of the LoRA weights partitioned over the data-parallel
-ranks. Stage 2 replicates the frozen base on every rank; stage 3 shards it and gathers a working set.
-The bucket and threshold sizes are the ones the emitted ds_config.json sets (stage3_sizes).
+before placing it, runs no autocast, and keeps an fp32 master copy, Adam moments and fp32 gradients of
+the LoRA weights partitioned over the data-parallel ranks. Stage 2 replicates the frozen base on every
+rank; stage 3 shards it and gathers a working set. The bucket and threshold sizes are the ones the
+emitted ds_config.json sets (stage3_sizes).
 """
 
 from __future__ import annotations
