@@ -86,7 +86,10 @@ def zero_placement(ctx: Context, stage: int) -> tuple[list[DeviceUse], HostUse]:
         weights = ctx.weight_bytes // ranks + working_set
         note = f"1/{ranks} of the weights plus the gathered working set"
     reduce_bucket, gather_bucket, overlap = buckets(options, stage, arch)
-    comm = compute * (min(reduce_bucket, p) * (2 if overlap else 1) + min(gather_bucket, p))
+    # ZeRO-2's contiguous gradient buffers are allocated whole, however few the trainable parameters
+    # (stage_1_and_2.setup_buckets; bench/planner_accuracy.py --gpu --dry measured both)
+    reduce = reduce_bucket if stage == 2 else min(reduce_bucket, p)
+    comm = compute * (reduce * (2 if overlap else 1) + min(gather_bucket, p))
     acts = step_activations(arch, ctx.shape(compute, autocast=False), range(arch.num_layers), True, True)
     parts = {"weights": weights, "lora_states": lora_states, "activations": acts.activations, "logits": acts.logits}
     devices = [device_use(ctx, f"rank {r}", parts, comm, note) for r in range(ranks)]
