@@ -21,3 +21,5 @@ def test_dry_mode_measures_every_backend_against_its_plan(monkeypatch):
     assert all(r["measured"] > 0 and r["planned"] > 0 for r in rows)
     single = [r for r in rows if r["single_process"]]
     assert single and all(abs(r["error"]) < 0.05 for r in single), single
+    # measured on CPU here: ZeRO-2 +0.4 % (its whole gradient buffers), ZeRO-3 -11 % of a 2 MiB step
+    assert all(abs(r["error"]) < 0.15 for r in rows), rows
