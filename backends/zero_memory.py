@@ -1,9 +1,10 @@
 """The ZeRO memory model: what each rank and each node hold under DeepSpeed stage 2 or 3.
 
-DeepSpeed casts the whole module, adapters included, to the bf16/fp16 compute dtype and keeps an fp32
-master copy, Adam moments and fp32 gradients of the LoRA weights partitioned over the data-parallel
-ranks. Stage 2 replicates the frozen base on every rank; stage 3 shards it and gathers a working set.
-The bucket and threshold sizes are the ones the emitted ds_config.json sets (stage3_sizes).
+DeepSpeed casts the whole module (fp32 weights too), adapters included, to the bf16/fp16 compute dtype
+before placing it, runs no autocast, and keeps an fp32 master copy, Adam moments and fp32 gradients of
+the LoRA weights partitioned over the data-parallel ranks. Stage 2 replicates the frozen base on every
+rank; stage 3 shards it and gathers a working set. The bucket and threshold sizes are the ones the
+emitted ds_config.json sets (stage3_sizes).
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ def zero_placement(ctx: Context, stage: int) -> tuple[list[DeviceUse], HostUse]:
     options = s.backend
     ranks, local = s.hardware.world_size, s.hardware.devices_per_node
     compute = ctx.dtype_bytes if s.strategies.mixed_precision == "no" else 2
+    ctx = ctx.cast_module(compute)  # the bf16/fp16 engine casts the parameters before moving them to the device
     p = ctx.lora_params
     offload_opt = s.strategies.offload.optimizer == "cpu"
     offload_params = stage == 3 and s.strategies.offload.params != "none"
@@ -84,8 +86,11 @@ def zero_placement(ctx: Context, stage: int) -> tuple[list[DeviceUse], HostUse]:
         weights = ctx.weight_bytes // ranks + working_set
         note = f"1/{ranks} of the weights plus the gathered working set"
     reduce_bucket, gather_bucket, overlap = buckets(options, stage, arch)
-    comm = compute * (min(reduce_bucket, p) * (2 if overlap else 1) + min(gather_bucket, p))
-    acts = step_activations(arch, ctx.shape(compute), range(arch.num_layers), True, True)
+    # ZeRO-2's contiguous gradient buffers are allocated whole, however few the trainable parameters
+    # (stage_1_and_2.setup_buckets; bench/planner_accuracy.py --gpu --dry measured both)
+    reduce = reduce_bucket if stage == 2 else min(reduce_bucket, p)
+    comm = compute * (reduce * (2 if overlap else 1) + min(gather_bucket, p))
+    acts = step_activations(arch, ctx.shape(compute, autocast=False), range(arch.num_layers), True, True)
     parts = {"weights": weights, "lora_states": lora_states, "activations": acts.activations, "logits": acts.logits}
     devices = [device_use(ctx, f"rank {r}", parts, comm, note) for r in range(ranks)]
 

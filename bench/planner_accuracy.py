@@ -1,12 +1,17 @@
 """How close is the analytic planner to reality? Prints, in one run:
 
-1. the planner against traced training steps (peak allocated tensor bytes, CPU) on the test grid,
-   with each case's relative error and the worst case;
-2. host RAM at load: peak RSS (and PSS after load) of 1 and 2 ranks each loading a random
+1. the held-out grid (tests/compiler/planner/accuracy_grid.py: heldout_grid): real models' shapes at
+   full width and few layers, every precision/dtype pair, checkpointing off and on, traced under
+   FakeTensorMode as the generated script runs the step; each case's error, then the mean and max
+   error with and without checkpointing. `--baseline DIR` (a folder holding another checkout as
+   `qcompile`, e.g. main) plans the same specs with that code too: the before/after table;
+2. the planner against real CPU-traced steps of tiny models (the test grid);
+3. host RAM at load: peak RSS (and PSS after load) of 1 and 2 ranks each loading a random
    safetensors model of a few hundred MB as bfloat16 (memory-mapped, shared) and as float32
    (converted, private), against the planner's host figure for the weights.
 
-Needs the train extra. Run: python bench/planner_accuracy.py
+Needs the train extra. Run: python bench/planner_accuracy.py [--baseline DIR] [--heldout-only]
+`--gpu` runs real steps on CUDA instead (bench/gpu_accuracy.py).
 """
 
 from __future__ import annotations
@@ -41,6 +46,72 @@ base_pss = pss()
 model = transformers.AutoModelForCausalLM.from_pretrained(sys.argv[1], dtype=getattr(torch, sys.argv[2]))
 print(json.dumps({"peak_rss_delta": status("VmHWM:") - before, "pss_delta": pss() - base_pss}))
 """
+
+
+BASELINE_PLANNER = r"""
+import json, sys
+from qcompile.backends.naive_mp import NAIVE_MODEL_PARALLEL
+from qcompile.compiler.planner import resolve_architecture
+from qcompile.compiler.planner.plan import plan
+from qcompile.schemas.spec import Spec
+from pathlib import Path
+out = {}
+for name, (data, folder) in json.loads(sys.stdin.read()).items():
+    spec = Spec.model_validate(data)
+    out[name] = plan(spec, resolve_architecture(spec, Path(folder)), NAIVE_MODEL_PARALLEL).devices[0].tensor_bytes
+print(json.dumps(out))
+"""
+
+
+def _baseline_plans(baseline: Path, specs: dict) -> dict:
+    """Tensor peaks that another checkout's planner gives the same specs (one subprocess)."""
+    import os
+
+    env = dict(os.environ, PYTHONPATH=str(baseline))
+    done = subprocess.run([sys.executable, "-c", BASELINE_PLANNER], input=json.dumps(specs), env=env,
+                          capture_output=True, text=True, check=True)
+    return json.loads(done.stdout)
+
+
+def _summary(label: str, errors: dict[str, float], names: list[str]) -> str:
+    parts = []
+    for title, pick in (("without checkpointing", False), ("with checkpointing", True)):
+        values = [abs(errors[n]) for n in names if n.endswith(" ckpt") == pick]
+        parts.append(f"{title}: mean {sum(values) / len(values):.2%}, max {max(values):.2%}")
+        parts[-1] += f" ({len(values)} cases)"
+    return f"{label:9s} " + "; ".join(parts)
+
+
+def heldout(baseline: Path | None) -> dict[str, float]:
+    """The held-out grid: plan (and the baseline's plan) against the fake-mode trace of each case."""
+    from qcompile.compiler.planner.trace import TraceCase, trace_step_peak
+    from tests.compiler.planner.accuracy_grid import heldout_grid, planned_peak, spec_data
+
+    grid = heldout_grid()
+    with tempfile.TemporaryDirectory() as tmp:
+        specs = {}
+        for i, (name, changes) in enumerate(grid):
+            folder = Path(tmp) / str(i)
+            folder.mkdir()
+            specs[name] = (spec_data(TraceCase(**changes), folder), str(folder))
+        before = _baseline_plans(baseline, specs) if baseline else {}
+        print("held-out grid: plan vs traced step (fake tensors, full width; peak tensor MiB)")
+        print(f"{'case':52s} {'traced':>9s} {'planned':>9s} {'error':>8s}" + ("   before" if before else ""))
+        errors, old = {}, {}
+        for i, (name, changes) in enumerate(grid):
+            case = TraceCase(**changes)
+            traced, planned = trace_step_peak(case, fake=True), planned_peak(case, Path(tmp) / str(i))
+            errors[name] = (planned - traced) / traced
+            line = f"{name:52s} {traced / MiB:9.0f} {planned / MiB:9.0f} {errors[name]:+8.2%}"
+            if before:
+                old[name] = (before[name] - traced) / traced
+                line += f" {old[name]:+8.2%}"
+            print(line, flush=True)
+    names = [n for n, _ in grid]
+    if old:
+        print(_summary("before", old, names))
+    print(_summary("after", errors, names) + "\n")
+    return errors
 
 
 def accuracy_grid() -> float:
@@ -100,10 +171,25 @@ def host_at_load() -> None:
 
 
 def main() -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--baseline", type=Path, help="a folder holding another checkout as `qcompile`")
+    parser.add_argument("--heldout-only", action="store_true", help="only the held-out grid")
+    parser.add_argument("--gpu", action="store_true", help="real steps on CUDA against the plan per backend")
+    parser.add_argument("--dry", action="store_true", help="with --gpu: the same code on CPU at tiny width")
+    args = parser.parse_args()
     warnings.filterwarnings("ignore")
     start = time.time()
-    accuracy_grid()
-    host_at_load()
+    if args.gpu:
+        from bench.gpu_accuracy import run
+
+        run(dry=args.dry)
+        return
+    heldout(args.baseline)
+    if not args.heldout_only:
+        accuracy_grid()
+        host_at_load()
     print(f"\n{time.time() - start:.0f} s")
 
 

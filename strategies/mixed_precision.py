@@ -28,6 +28,11 @@ class MixedPrecision(PlainStrategy):
         Field("bf16", description='Autocast compute dtype: "no", fp16 or bf16 (quote "no": YAML reads no as false).'),
     )
 
+    def step_shape(self, spec) -> dict:
+        """Autocast's dtype for the backends that autocast (DeepSpeed casts the module instead)."""
+        mp = spec.strategies.mixed_precision
+        return {"autocast_bytes": None if mp == "no" else 2}
+
     def check(self, spec, backend) -> list:
         out = []
         mp, dtype, hw = spec.strategies.mixed_precision, spec.model.dtype, spec.hardware

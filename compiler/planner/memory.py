@@ -17,7 +17,7 @@ placement (its `placement(ctx)`, in backends/) reads. Each placement returns per
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from qcompile.schemas.units import format_bytes
 
@@ -108,10 +108,15 @@ class Context:
     spec: object
     arch: Architecture
     step: dict = field(default_factory=dict)  # StepShape fields the strategies set (seq, checkpointing, ...)
+    module_cast_bytes: int | None = None  # an engine cast the whole model to this width (DeepSpeed bf16/fp16)
 
     @property
     def dtype_bytes(self) -> int:
-        return DTYPE_BYTES[self.spec.model.dtype]
+        return self.module_cast_bytes or DTYPE_BYTES[self.spec.model.dtype]
+
+    def cast_module(self, width: int) -> Context:
+        """This context after an engine cast every unquantised weight to `width` bytes before placing it."""
+        return self if self.quant is not None else replace(self, module_cast_bytes=width)
 
     @property
     def quant(self):
@@ -193,8 +198,12 @@ class Context:
         tensors = self.lora_tensors(layers)
         return (a + (a if grads else 0) + allocator) * sum(tensors) + optimizer_state_bytes(optimizer, tensors, a)
 
-    def shape(self, adapter_bytes: int) -> StepShape:
+    def shape(self, adapter_bytes: int, autocast: bool = True) -> StepShape:
+        """The step's shape; autocast=False for engines that cast the whole module instead (DeepSpeed)."""
         s = self.spec
+        step = dict(self.step)
+        cast = step.pop("autocast_bytes", None)
+        cast = cast if autocast else None
         return StepShape(**{
             "batch": s.training.micro_batch_size,
             # prepare_model_for_kbit_training makes the embedding fp32: the residual stream is fp32 after it
@@ -207,7 +216,9 @@ class Context:
             "lora_layers": frozenset(self.arch.lora_layers(s.lora.layers)),
             "dropout": s.lora.dropout,
             "dropout_mask_bytes": 1 if s.hardware.accelerator == "cuda" else None,
-            **self.step,
+            "autocast_bytes": cast,
+            "frozen_linears_cast": cast is not None and self.quant is None and cast != self.dtype_bytes,
+            **step,
         })
 
     def overheads(self, tensors: int, buckets: int = 0) -> dict[str, int]:

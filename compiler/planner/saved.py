@@ -43,13 +43,17 @@ def compressed_layers(arch, shape, layers: range, grad: bool, walk) -> list[int]
     (`walk` is activations.layer_saved_bytes, run with every dtype at that size; its two RMSNorms' fp32
     copies are written as 4 bytes there and corrected here)."""
     c, t, h = shape.compressed_bytes, shape.tokens, arch.hidden_size
-    small = replace(shape, dtype_bytes=c, adapter_bytes=c, dropout_mask_bytes=c, compressed_bytes=None)
+    small = replace(shape, dtype_bytes=c, adapter_bytes=c, dropout_mask_bytes=c, compressed_bytes=None,
+                    autocast_bytes=c if shape.autocast_bytes else None, frozen_linears_cast=False)
+    uncast = replace(shape, frozen_linears_cast=False)
     out = []
     for index in layers:
         lora = shape.targets if index in shape.lora_layers else frozenset()
         norms = int(grad) + int(grad or bool(lora & {"q_proj", "k_proj", "v_proj", "o_proj"}))
+        # autocast's copies of frozen weights are skipped by the hooks: they stay at the compute width
+        copies = walk(arch, shape, index, grad)[0] - walk(arch, uncast, index, grad)[0]
         saved, grad = walk(arch, small, index, grad)
-        out.append(saved - norms * (4 - c) * t * h + SCALE_BYTES * t * ROWS_PER_LAYER)
+        out.append(saved + copies - norms * (4 - c) * t * h + SCALE_BYTES * t * ROWS_PER_LAYER)
     return out
 
 

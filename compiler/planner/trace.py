@@ -45,6 +45,7 @@ class TraceCase:
     attention: str = "sdpa"
     dtype: str = "bfloat16"
     adapter_dtype: str = "float32"  # peft's default on a bf16 base; "same" = the base dtype (DeepSpeed bf16)
+    mixed_precision: str = "no"  # autocast as Trainer runs the forward: "no", "bf16" or "fp16"
 
     def config_dict(self) -> dict:
         """A config.json for this shape, as resolve_architecture and transformers both read it."""
@@ -59,6 +60,7 @@ class TraceCase:
             "tie_word_embeddings": self.tie_word_embeddings,
             "max_position_embeddings": max(self.seq_len, 128),
             "rms_norm_eps": 1e-6,
+            "sliding_window": None,  # Mistral's default window would make sdpa build a mask at long sequence
         }
 
 
@@ -103,11 +105,9 @@ def _counting_mode(counter: _LiveBytes):
     return CountingMode()
 
 
-def _build(case: TraceCase, fake_mode=None):
-    """The peft model, real on CPU; or, given a FakeTensorMode, built on meta and swapped to fake tensors
-    (modules made under FakeTensorMode cannot be moved or cast, which peft and transformers both do)."""
-    import contextlib
-
+def _build(case: TraceCase, fake_mode=None, device: str = "cpu"):
+    """The peft model, real on `device`; or, given a FakeTensorMode, built on meta and swapped to fake
+    tensors (modules made under FakeTensorMode cannot be moved or cast, which peft and transformers do)."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoConfig, AutoModelForCausalLM
@@ -118,7 +118,7 @@ def _build(case: TraceCase, fake_mode=None):
     default = torch.get_default_dtype()
     torch.set_default_dtype(dtype)
     try:
-        with torch.device("meta") if fake_mode else contextlib.nullcontext():
+        with torch.device("meta" if fake_mode else device):
             model = AutoModelForCausalLM.from_config(config)
     finally:
         torch.set_default_dtype(default)
@@ -132,15 +132,18 @@ def _build(case: TraceCase, fake_mode=None):
     )
     model = get_peft_model(model, lora, low_cpu_mem_usage=fake_mode is not None)
     adapter_dtype = dtype if case.adapter_dtype == "same" else getattr(torch, case.adapter_dtype)
+    swapped: dict[int, torch.nn.Parameter] = {}  # tied weights (embedding = lm_head) stay one tensor
     for module in model.modules():
         for name, param in list(module._parameters.items()):
             if param is None:
                 continue
             want = adapter_dtype if param.requires_grad else dtype
             if fake_mode is not None:
-                with fake_mode:
-                    data = torch.empty(param.shape, dtype=want, device="cpu")
-                module._parameters[name] = torch.nn.Parameter(data, requires_grad=param.requires_grad)
+                if id(param) not in swapped:
+                    with fake_mode:
+                        data = torch.empty(param.shape, dtype=want, device="cpu")
+                    swapped[id(param)] = torch.nn.Parameter(data, requires_grad=param.requires_grad)
+                module._parameters[name] = swapped[id(param)]
             elif param.dtype != want:
                 param.data = param.data.to(want)
         if fake_mode is not None:
@@ -159,6 +162,46 @@ def _build(case: TraceCase, fake_mode=None):
     return model
 
 
+def _autocast(case: TraceCase, device: str):
+    """The forward's autocast as Trainer (accelerate) runs it for bf16/fp16; none for "no"."""
+    import contextlib
+
+    import torch
+
+    if case.mixed_precision == "no":
+        return contextlib.nullcontext()
+    return torch.autocast(device, dtype=torch.bfloat16 if case.mixed_precision == "bf16" else torch.float16)
+
+
+def _real_mask_decision(fake: bool):
+    """transformers builds an s x s attention mask whenever a fake tensor makes it think it is being
+    traced; the real run skips it for sdpa (causal, nothing padded, not packed). Under fake tensors,
+    decide as the real run does: only compiling, exporting or jit tracing count as tracing."""
+    import contextlib
+    from unittest import mock
+
+    if not fake:
+        return contextlib.nullcontext()
+    from transformers import masking_utils
+
+    real = masking_utils.is_tracing
+    stack = contextlib.ExitStack()
+    stack.enter_context(mock.patch.object(masking_utils, "is_tracing", lambda tensor=None: real(None)))
+    # unpacked rows: the position ids never restart (reading them is a data-dependent op fake tensors refuse)
+    stack.enter_context(mock.patch.object(masking_utils, "find_packed_sequence_indices", lambda *a, **k: None))
+    return stack
+
+
+def _step_once(case: TraceCase, model, optimizer, ids, device: str) -> None:
+    """One optimizer step as the generated script's Trainer runs it: the forward (and the model's own
+    loss) under autocast, no attention mask (an all-ones mask is dropped for sdpa), backward outside it."""
+    with _autocast(case, device):
+        loss = model(input_ids=ids, labels=ids).loss
+    loss.backward()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
 def trace_step_peak(case: TraceCase, fake: bool = False) -> int:
     """Peak allocated tensor bytes during one LoRA training step of `case` (after a warm-up step)."""
     import contextlib
@@ -172,18 +215,11 @@ def trace_step_peak(case: TraceCase, fake: bool = False) -> int:
 
         fake_mode = FakeTensorMode(allow_non_fake_inputs=True)
     model = _build(case, fake_mode)
-    with fake_mode or contextlib.nullcontext():
+    with fake_mode or contextlib.nullcontext(), _real_mask_decision(fake_mode is not None):
         trainable = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(trainable, lr=1e-4, foreach=False)
         ids = torch.randint(0, case.vocab_size, (case.batch, case.seq_len))
-
-        def step() -> None:
-            loss = model(input_ids=ids, labels=ids).loss
-            loss.backward()
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-
-        step()  # optimizer states exist from here on, as in every step after the first
+        _step_once(case, model, optimizer, ids, "cpu")  # optimizer states exist from here on
         counter = _LiveBytes()
         for tensor in [*model.parameters(), *model.buffers(), ids]:
             counter.add(tensor)
@@ -191,8 +227,56 @@ def trace_step_peak(case: TraceCase, fake: bool = False) -> int:
             for value in state.values():
                 counter.add(value)
         with _counting_mode(counter):
-            step()
+            _step_once(case, model, optimizer, ids, "cpu")
         return counter.peak
+
+
+def live_tensor_bytes(counter: _LiveBytes, device: str = "cpu") -> None:
+    """Adds every tensor alive in the process on `device` (an engine's flat buffers and partitions
+    included, which no model or optimizer attribute lists)."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    for obj in gc.get_objects():
+        if isinstance(obj, torch.Tensor) and obj.device.type == device:
+            try:
+                counter.add(obj)
+            except Exception:  # noqa: BLE001 - objects the dispatcher cannot count hold no storage we need
+                pass
+
+
+def measured_step_peak(step, device: str) -> int:
+    """Peak bytes of tensors during `step()` (run once before, so optimizer states exist): on CUDA
+    torch.cuda.max_memory_allocated; on CPU every live tensor plus what the dispatcher sees allocated."""
+    import torch
+
+    step()
+    if device == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        step()
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated()
+    counter = _LiveBytes()
+    live_tensor_bytes(counter, device)
+    with _counting_mode(counter):
+        step()
+    return counter.peak
+
+
+def real_step_peak(case: TraceCase, device: str) -> int:
+    """One real step of `case` on `device` as the single-process backends run it (autocast, fp32
+    adapters, torch AdamW), measured by measured_step_peak."""
+    import torch
+
+    torch.manual_seed(0)
+    model = _build(case, None, device)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=1e-4, foreach=False)
+    ids = torch.randint(0, case.vocab_size, (case.batch, case.seq_len), device=device)
+    return measured_step_peak(lambda: _step_once(case, model, optimizer, ids, device), device)
 
 
 def case_for_spec(spec, arch) -> TraceCase:
@@ -215,12 +299,14 @@ def case_for_spec(spec, arch) -> TraceCase:
         checkpointing=spec.strategies.gradient_checkpointing,
         attention=spec.strategies.attention,
         dtype=spec.model.dtype,
+        adapter_dtype=spec.lora.dtype,
+        mixed_precision=spec.strategies.mixed_precision,
     )
 
 
 def single_device_spec(spec):
     """The spec as the tracer runs it: one CPU device holding everything (no offload), no
-    accumulation, peft's fp32 adapters."""
+    accumulation; adapters, autocast, checkpointing and attention as the spec sets them."""
     hardware = spec.hardware.model_copy(update={"accelerator": "cpu", "nodes": 1, "devices_per_node": 1})
     training = spec.training.model_copy(update={"gradient_accumulation_steps": 1})
     offload = spec.strategies.offload.model_copy(update={"params": "none"})

@@ -52,8 +52,9 @@ def test_activation_offload_moves_saved_tensors_to_the_host(checkpointing):
     added = moved.host.train_peak - plain.host.train_peak
     if checkpointing:
         assert added == kept + 4 * 8192 * 4096 + 4 * 8192  # and the final norm's fp32 input
-    else:
-        assert added > 20 * kept
+    # what the host gains is what leaves the device's activation term (rope tables stay)
+    left = plain.peak_device.breakdown["activations"] - moved.peak_device.breakdown["activations"]
+    assert added == left > (kept if not checkpointing else 0)
     assert moved.peak_device.peak < plain.peak_device.peak
     assert any("offloaded to host memory" in note for note in moved.notes)
 

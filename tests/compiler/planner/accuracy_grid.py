@@ -38,21 +38,28 @@ def case_name(changes: dict) -> str:
     return ",".join(f"{k}={v}" for k, v in changes.items()) or "base"
 
 
-def spec_for_case(case: TraceCase, folder: Path) -> Spec:
-    """A spec of this shape whose model.config is written into `folder`."""
+def spec_data(case: TraceCase, folder: Path) -> dict:
+    """The spec (as plain data) of this shape, one CPU device holding everything as the tracer runs it;
+    its model.config is written into `folder`. Plain data so that another checkout can plan it too."""
     (folder / "config.json").write_text(json.dumps(case.config_dict()))
-    return Spec.model_validate({
+    return {
         "version": 1,
         "model": {"name": "trace-case", "config": str(folder / "config.json"), "dtype": case.dtype},
         "hardware": {"accelerator": "cpu", "devices_per_node": 1, "device_memory": "1TiB", "host_memory": "1TiB"},
         "lora": {"r": case.r, "alpha": 2 * case.r, "dropout": case.dropout, "target_modules": list(case.target_modules),
-                 "layers": list(case.layers) if case.layers is not None else None},
+                 "layers": list(case.layers) if case.layers is not None else None,
+                 "dtype": "float32" if case.adapter_dtype == "same" else case.adapter_dtype},
         "strategies": {"gradient_checkpointing": case.checkpointing, "attention": case.attention,
-                       "max_seq_length": case.seq_len, "mixed_precision": "no"},
+                       "max_seq_length": case.seq_len, "mixed_precision": case.mixed_precision},
         "backend": NAIVE_MODEL_PARALLEL.kind,
         "data": {"path": "data.jsonl", "format": "text"},
         "training": {"micro_batch_size": case.batch, "max_steps": 1, "output_dir": "out"},
-    })
+    }
+
+
+def spec_for_case(case: TraceCase, folder: Path) -> Spec:
+    """A spec of this shape whose model.config is written into `folder`."""
+    return Spec.model_validate(spec_data(case, folder))
 
 
 def planned_peak(case: TraceCase, folder: Path) -> int:
@@ -71,3 +78,56 @@ def same_dtype_adapter_peak(case: TraceCase) -> int:
     acts = step_activations(arch, shape, range(arch.num_layers), True, True)
     lora = arch.lora_params(case.r, list(case.target_modules), sorted(lora_layers))
     return arch.num_params() * e + 3 * e * lora + acts.activations + acts.logits
+
+
+# ---------------------------------------------------------------- the held-out grid (issue 11)
+# Real models' shapes at full width and few layers, traced under FakeTensorMode: every precision and
+# dtype pair the script can run, sequence 512-8192, micro-batch 1-8, r 8-64, attention-only and
+# all-linear; each case is planned and traced with checkpointing on and off.
+HELDOUT_MODELS = (
+    "Qwen/Qwen1.5-0.5B", "Qwen/Qwen1.5-7B", "Qwen/Qwen1.5-72B", "Qwen/Qwen2-1.5B", "Qwen/Qwen2-7B",
+    "Qwen/Qwen2-72B", "Qwen/Qwen2.5-0.5B", "Qwen/Qwen2.5-7B", "Qwen/Qwen2.5-72B", "meta-llama/Llama-2-7b-hf",
+    "meta-llama/Llama-2-70b-hf", "meta-llama/Meta-Llama-3-8B", "meta-llama/Llama-3.2-1B",
+    "mistralai/Mistral-7B-v0.1", "mistralai/Mistral-7B-v0.3",
+)
+PRECISIONS = (  # (model.dtype, strategies.mixed_precision)
+    ("bfloat16", "bf16"), ("bfloat16", "no"), ("float32", "bf16"), ("float32", "no"),
+    ("float16", "fp16"), ("float32", "fp16"), ("float16", "no"),
+)
+ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")
+
+
+def catalog_shape(name: str, layers: int) -> dict:
+    """TraceCase fields of a catalog model, cut to `layers` decoder layers at full width."""
+    from qcompile.compiler.planner.resolve import CATALOG_DIR
+
+    for path in sorted(CATALOG_DIR.glob("*.json")):
+        entry = json.loads(path.read_text())["models"].get(name)
+        if entry is not None:
+            c = entry["config"]
+            return dict(model_type=c["model_type"], num_layers=layers, hidden_size=c["hidden_size"],
+                        intermediate_size=c["intermediate_size"], num_heads=c["num_attention_heads"],
+                        num_kv_heads=c["num_key_value_heads"], vocab_size=c["vocab_size"],
+                        tie_word_embeddings=c["tie_word_embeddings"])
+    raise KeyError(name)
+
+
+def heldout_grid() -> list[tuple[str, dict]]:
+    """36 cases, each varying model, precision, sequence, micro-batch, r, targets and adapter dtype;
+    every one appears twice, checkpointing off and on."""
+    cases = []
+    for k in range(36):
+        model = HELDOUT_MODELS[k % len(HELDOUT_MODELS)]
+        dtype, mp = PRECISIONS[k % len(PRECISIONS)]
+        changes = dict(
+            catalog_shape(model, 2 + k % 2), dtype=dtype, mixed_precision=mp,
+            seq_len=(512, 1024, 2048, 4096, 8192)[k % 5], batch=(1, 2, 4, 8)[(k // 5) % 4 if k % 5 < 3 else 0],
+            r=(8, 16, 32, 64)[k % 4], target_modules=ALL_MODULES if k % 3 else ATTENTION,
+            adapter_dtype="bfloat16" if k % 6 == 5 and dtype != "float16" else "float32",
+            dropout=0.05 if k % 9 == 4 else 0.0,
+        )
+        for checkpointing in (False, True):
+            cases.append((f"{model.split('/')[1]} {dtype}/{mp} s{changes['seq_len']} b{changes['batch']} "
+                          f"r{changes['r']} {'all' if k % 3 else 'attn'}{' ckpt' if checkpointing else ''}",
+                          dict(changes, checkpointing=checkpointing)))
+    return cases

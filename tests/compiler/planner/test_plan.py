@@ -196,3 +196,27 @@ def test_accelerate_offload_spills_what_does_not_fit_unless_told_not_to(arch):
     pinned = spec.model_copy(update={"strategies": spec.strategies.model_copy(
         update={"offload": del_params.model_copy(update={"params": "none"})})})
     assert not plan(pinned, arch, get_backend("accelerate-offload")).fits
+
+
+@pytest.mark.parametrize("kind", ["deepspeed-zero2", "deepspeed-zero3"])
+def test_zero_plans_fp32_weights_as_the_bf16_engine_casts_them(arch, kind):
+    """Issue 11, cause 3: DeepSpeed's bf16 engine casts the parameters before moving them to the device."""
+    def weights(dtype, precision):
+        spec = spec_from(**{"model.dtype": dtype, "strategies.mixed_precision": precision, "backend": kind})
+        return plan(spec, arch, get_backend(kind)).devices[0].breakdown["weights"]
+
+    assert weights("float32", "bf16") == weights("bfloat16", "bf16")
+    assert weights("float32", "no") == 2 * weights("bfloat16", "no")
+
+
+def test_autocast_is_planned_for_single_process_backends_only(arch):
+    """Autocast over fp32 weights keeps bf16 copies of the frozen weights for backward (cause 2), lm_head's
+    on the device that runs the loss; the ZeRO engines cast the module instead and copy nothing."""
+    def activations(kind, dtype, precision):
+        spec = spec_from(**{"model.dtype": dtype, "strategies.mixed_precision": precision, "backend": kind})
+        return plan(spec, arch, get_backend(kind)).devices[-1].breakdown["activations"]
+
+    head_copy = 2 * arch.vocab_size * arch.hidden_size
+    naive = "naive-model-parallel"
+    assert activations(naive, "float32", "bf16") - activations(naive, "bfloat16", "bf16") >= head_copy
+    assert activations("deepspeed-zero2", "float32", "bf16") == activations("deepspeed-zero2", "bfloat16", "bf16")
