@@ -148,12 +148,15 @@ class Context:
 
     @property
     def dequant_bytes(self) -> int:
-        """The dequantised working copy of the largest Linear during its forward or backward."""
+        """The dequantised working copy of the largest Linear during its forward or backward: a transient of
+        the layer phase (StepShape.dequant_bytes), never alive beside the loss's logits (measured:
+        bench/qlora_memory.py). 8-bit on CPU dequantises to the input dtype, on CUDA to fp16."""
         if self.quant is None:
             return 0
         largest = max(i * o for i, o in self.arch.linear_modules().values())
-        compute = DTYPE_BYTES[self.quant.compute_dtype] if self.quant.bits == 4 else 2  # int8 matmul: fp16
-        return largest * compute
+        if self.quant.bits == 4:
+            return largest * DTYPE_BYTES[self.quant.compute_dtype]
+        return largest * (4 if self.spec.hardware.accelerator == "cpu" else 2)
 
     @property
     def targets(self) -> list[str]:
@@ -201,6 +204,8 @@ class Context:
             "dtype_bytes": 4 if self.quant is not None else self.dtype_bytes,
             "dora": s.lora.method == "dora",
             "int8_inputs": self.quant is not None and self.quant.bits == 8,
+            "int8_cpu": s.hardware.accelerator == "cpu",
+            "dequant_bytes": self.dequant_bytes,
             "adapter_bytes": adapter_bytes,
             "r": s.lora.r,
             "targets": frozenset(self.targets),
