@@ -203,6 +203,8 @@ def worker(model_dir: str, step, options: list[dict]) -> list[dict]:
 def measure_step(model_dir: str, step, changes: dict) -> dict:
     import gc
 
+    import torch
+
     model, optimizer, params, ids, method = build(model_dir, step, changes)
 
     def one_step(index: int):
