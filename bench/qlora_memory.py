@@ -249,7 +249,10 @@ def load_worker(model_dir: str, quant: dict) -> dict:
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, quantization_config=config,
                                                  device_map={"": "cpu"}, attn_implementation="sdpa")
     kept = sum(_storages([*model.parameters(), *model.buffers()]).values())
-    return {"load_rise": _status("VmHWM:") - rss, "after_load": _status("VmRSS:") - rss, "weights": kept}
+    after = _status("VmRSS:")
+    # the transient: how far the load's peak rose above what stays once it is done
+    return {"load_rise": _status("VmHWM:") - rss, "after_load": after - rss, "transient": _status("VmHWM:") - after,
+            "weights": kept}
 
 
 def planned_load(model_dir: Path, quant: dict) -> dict:
@@ -260,9 +263,10 @@ def planned_load(model_dir: Path, quant: dict) -> dict:
     from qcompile.compiler.planner.plan import memory_context
     from tests.compiler.planner.conftest import context, spec_from
 
-    spec = spec_from(TINY_SPEC, **spec_changes(model_dir, (1, 64, False), "lora"), **{"model.quantization": quant})
+    spec = spec_from(TINY_SPEC, **{**spec_changes(model_dir, (1, 64, False), "lora"), "model.quantization": quant})
     ctx = memory_context(spec, context(spec, TINY_SPEC.parent).arch)
-    return {"host_load": ctx.host_load(1)[0] - HOST_PER_PROCESS["cpu"], "weights": ctx.weight_bytes}
+    load = ctx.host_load(1)[0] - HOST_PER_PROCESS["cpu"]
+    return {"host_load": load, "transient": load - ctx.arch.num_params() * 4, "weights": ctx.weight_bytes}
 
 
 def compare_load(name: str = "mid") -> list[dict]:
@@ -323,7 +327,8 @@ def main() -> None:
             print(f"{row['bits']}-bit: planned {row['planned'] / MiB:.1f} MiB, measured {row['load_rise'] / MiB:.1f} "
                   f"MiB, ratio {row['ratio']:.3f} (file {row['file'] / MiB:.1f} MiB, after load "
                   f"{row['after_load'] / MiB:.1f} MiB, weights {row['weights'] / MiB:.1f} planned "
-                  f"{row['plan']['weights'] / MiB:.1f})", flush=True)
+                  f"{row['plan']['weights'] / MiB:.1f}; transient {row['transient'] / MiB:.1f} planned "
+                  f"{row['plan']['transient'] / MiB:.1f})", flush=True)
         return
     models = ("mid",) if args.mid_only else tuple(MODELS)
     print(f"{'model':5s} {'option':18s} {'planned MiB':>11s} {'measured':>9s} {'ratio':>7s}   "
