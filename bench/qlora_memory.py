@@ -232,8 +232,20 @@ def measure_step(model_dir: str, step, changes: dict) -> dict:
     return {"live_before": before, "step_rise": rise, "measured": before + rise}
 
 
+def _cached_bytes(path: Path) -> int:
+    """Bytes of `path` in the page cache (util-linux fincore)."""
+    out = subprocess.run(["fincore", "--bytes", "--noheadings", "--output", "RES", str(path)], capture_output=True,
+                         text=True, check=True)
+    return int(out.stdout.split()[0])
+
+
 def load_worker(model_dir: str, quant: dict) -> dict:
-    """Peak resident-memory rise while the script's load path reads and quantises the model."""
+    """Host memory of the script's load path for a quantised base: a warm-up load first (bitsandbytes'
+    library and modules are a one-off runtime cost), the file dropped from the page cache, then the
+    measured load: its peak resident rise, less the file pages it maps, plus the file's pages that
+    the load brought into the page cache (mapped or not: host RAM either way)."""
+    import gc
+
     import torch
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
@@ -243,16 +255,28 @@ def load_worker(model_dir: str, quant: dict) -> dict:
     else:
         config = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
                                     bnb_4bit_compute_dtype=torch.float32)
-    rss = _status("VmRSS:")
+
+    def load():
+        return AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, quantization_config=config,
+                                                    device_map={"": "cpu"}, attn_implementation="sdpa")
+
+    del_model = load()
+    del del_model
+    gc.collect()
+    file = Path(model_dir) / "model.safetensors"
+    fd = os.open(file, os.O_RDONLY)
+    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    os.close(fd)
+    rss, mapped = _status("VmRSS:"), _status("RssFile:")
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, quantization_config=config,
-                                                 device_map={"": "cpu"}, attn_implementation="sdpa")
+    model = load()
+    peak, after = _status("VmHWM:"), _status("VmRSS:")
+    cached = _cached_bytes(file)  # all of it is host RAM now (pages still mapped from the warm-up included)
+    mapped = _status("RssFile:") - mapped
     kept = sum(_storages([*model.parameters(), *model.buffers()]).values())
-    after = _status("VmRSS:")
-    # the transient: how far the load's peak rose above what stays once it is done
-    return {"load_rise": _status("VmHWM:") - rss, "after_load": after - rss, "transient": _status("VmHWM:") - after,
-            "weights": kept}
+    return {"load_rise": peak - rss - mapped + cached, "rss_rise": peak - rss, "cached": cached, "mapped": mapped,
+            "transient": peak - after, "weights": kept}
 
 
 def planned_load(model_dir: Path, quant: dict) -> dict:
@@ -266,16 +290,19 @@ def planned_load(model_dir: Path, quant: dict) -> dict:
     spec = spec_from(TINY_SPEC, **{**spec_changes(model_dir, (1, 64, False), "lora"), "model.quantization": quant})
     ctx = memory_context(spec, context(spec, TINY_SPEC.parent).arch)
     load = ctx.host_load(1)[0] - HOST_PER_PROCESS["cpu"]
-    return {"host_load": load, "transient": load - ctx.arch.num_params() * 4, "weights": ctx.weight_bytes}
+    # on a CPU device the quantised Linears live in host RAM too; the fp32 embedding, head and norms are
+    # views of the fp32 file's pages, already counted in the file
+    kept = ctx.embedding_weight_bytes + ctx.head_weight_bytes + ctx.arch.num_layers * 2 * ctx.arch.hidden_size * 4
+    return {"host_load": load, "transient": load - ctx.arch.num_params() * 4, "weights": ctx.weight_bytes - kept}
 
 
-def compare_load(name: str = "mid") -> list[dict]:
+def compare_load(name: str = "mid", bits=(4, 8)) -> list[dict]:
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0", "OMP_NUM_THREADS": "1",
            "PYTHONWARNINGS": "ignore"}
     rows = []
     with tempfile.TemporaryDirectory() as folder:
         model_dir = make_model(Path(folder) / name, MODELS[name][0])
-        for quant in ({"bits": 4}, {"bits": 8}):
+        for quant in ({"bits": b} for b in bits):
             argv = [sys.executable, __file__, "--load-worker", json.dumps([str(model_dir), quant])]
             done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600)
             if done.returncode != 0:
@@ -321,14 +348,14 @@ def main() -> None:
         print(json.dumps(load_worker(*json.loads(args.load_worker))))
         return
     if args.load:
-        print("host RAM at load (the plan's figure less the per-process runtime, plus the quantised weights that a "
-              "CPU device keeps in the same RAM) vs the peak RSS rise of from_pretrained")
+        print("host RAM at load (the plan's figure less the per-process runtime, plus the quantised Linears that a "
+              "CPU device keeps in the same RAM) vs a measured warm load (load_worker)")
         for row in compare_load():
             print(f"{row['bits']}-bit: planned {row['planned'] / MiB:.1f} MiB, measured {row['load_rise'] / MiB:.1f} "
-                  f"MiB, ratio {row['ratio']:.3f} (file {row['file'] / MiB:.1f} MiB, after load "
-                  f"{row['after_load'] / MiB:.1f} MiB, weights {row['weights'] / MiB:.1f} planned "
-                  f"{row['plan']['weights'] / MiB:.1f}; transient {row['transient'] / MiB:.1f} planned "
-                  f"{row['plan']['transient'] / MiB:.1f})", flush=True)
+                  f"MiB, ratio {row['ratio']:.3f} (file {row['file'] / MiB:.1f} MiB: page cache "
+                  f"{row['cached'] / MiB:.1f}, mapped {row['mapped'] / MiB:.1f}; RSS rise {row['rss_rise'] / MiB:.1f}; "
+                  f"weights {row['weights'] / MiB:.1f}, quantised planned {row['plan']['weights'] / MiB:.1f}; "
+                  f"transient {row['transient'] / MiB:.1f}, planned {row['plan']['transient'] / MiB:.1f})", flush=True)
         return
     models = ("mid",) if args.mid_only else tuple(MODELS)
     print(f"{'model':5s} {'option':18s} {'planned MiB':>11s} {'measured':>9s} {'ratio':>7s}   "
