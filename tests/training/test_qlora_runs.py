@@ -136,3 +136,18 @@ def test_zero3_with_dora_magnitudes_are_the_whole_weights_norms(tmp_path, model_
     for key, magnitude in magnitudes.items():
         module = key.split("base_model.model.")[1].split(".lora_magnitude_vector")[0]
         torch.testing.assert_close(magnitude, weights[f"{module}.weight"].norm(dim=1), rtol=0.05, atol=0)
+
+
+def test_zero2_offloaded_optimizer_keeps_8bit_states(tmp_path):
+    """ds_config keeps zero_force_ds_cpu_optimizer off, so the Trainer's bitsandbytes AdamW8bit steps the
+    offloaded fp32 partition on the CPU: each rank's saved states are uint8."""
+    _, out = run(tmp_path, "zero2_offload_8bit", example="zero2-cpu.yaml", lora={"r": 64, "alpha": 64},
+                 strategies={"offload": {"optimizer": "cpu", "params": "none"}}, training={"optimizer": "adamw_8bit"})
+    assert_loss_falls(out)
+    files = sorted((out / "checkpoints").glob("checkpoint-6/global_step6/*optim_states.pt"))
+    assert len(files) == 2  # one partition per rank
+    for file in files:
+        saved = torch.load(file, map_location="cpu", weights_only=False)["optimizer_state_dict"]
+        state = saved["base_optimizer_state"]["state"]  # ZeRO's wrapper around the Trainer's optimizer
+        entries = [s.get("__bnb_optimizer_quant_state__", s) for s in state.values()]
+        assert entries and all(s["state1"].dtype == torch.uint8 for s in entries), entries
