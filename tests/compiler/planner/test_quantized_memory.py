@@ -263,11 +263,13 @@ def test_the_plan_is_within_5_percent_of_a_real_full_step_for_each_option(tmp_pa
     assert all(abs(r - 1) <= 0.05 for r in ratios.values()), ratios
 
 
-def test_host_ram_at_load_of_a_quantised_base_is_planned_from_above_within_20_percent():
-    """A warm load through the script's path (page cache of the file plus the resident rise, the quantised
-    Linears and the largest Linear's transient): measured 4-bit, mid model, 121.3 MiB against 135.4
-    planned; the plan holds the whole file in the page cache, where about 87 % of it was found."""
+def test_host_ram_at_load_of_a_quantised_base_is_within_5_percent_of_a_real_load():
+    """A warm load through the script's path: the file's pages in the page cache plus the resident rise
+    (the quantised Linears and the largest Linear's transient), against the plan. The tiny model's file
+    is read whole (0.3 % apart here); for the mid-sized one (`python bench/qlora_memory.py --load`) only
+    87 % of the file was found in the page cache after the load, and the plan, which holds all of it, is
+    11.6 % over."""
     pytest.importorskip("torch")
     pytest.importorskip("bitsandbytes")
     (row,) = load_bench().compare_load("tiny", bits=(4,))
-    assert row["load_rise"] <= row["planned"] <= 1.2 * row["load_rise"], row
+    assert abs(row["planned"] - row["load_rise"]) <= 0.05 * row["load_rise"], row
