@@ -340,6 +340,7 @@ def main() -> None:
     parser.add_argument("--mid-only", action="store_true")
     parser.add_argument("--load", action="store_true", help="only host RAM at load (mid model, 4 and 8 bits)")
     parser.add_argument("--option", action="append", help="only these options (repeatable)")
+    parser.add_argument("--one-process", action="store_true", help="every option of a model in one process (faster)")
     args = parser.parse_args()
     if args.worker:
         print(json.dumps(worker(*json.loads(args.worker))))
@@ -360,7 +361,7 @@ def main() -> None:
     models = ("mid",) if args.mid_only else tuple(MODELS)
     print(f"{'model':5s} {'option':18s} {'planned MiB':>11s} {'measured':>9s} {'ratio':>7s}   "
           "(before-step live + step rise; plan: weights/lora/activations/logits)")
-    for row in compare(models, args.option):
+    for row in compare(models, args.option, fresh=not args.one_process):
         p = row["plan"]
         print(f"{row['model']:5s} {row['option']:18s} {row['planned'] / MiB:11.2f} {row['measured'] / MiB:9.2f} "
               f"{row['ratio']:7.3f}   ({row['live_before'] / MiB:.2f} + {row['step_rise'] / MiB:.2f}; "
