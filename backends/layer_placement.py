@@ -28,7 +28,7 @@ def _layer_device(ctx: Context, d: int, layers: range, first: bool, last: bool, 
     if not layers and not first and not last:
         idle = {k: 0 for k in TENSOR_KEYS} | ctx.overheads(0)
         return DeviceUse(name, idle, ctx.spec.hardware.device_memory, "unused")
-    weights = len(layers) * ctx.layer_weight_bytes + extra_weights + (ctx.dequant_bytes if layers else 0)
+    weights = len(layers) * ctx.layer_weight_bytes + extra_weights
     weights += ctx.embedding_weight_bytes if first else 0
     weights += ctx.head_weight_bytes if last else 0
     grads = ctx.spec.training.gradient_accumulation_steps > 1

@@ -61,9 +61,13 @@ ZERO3 = zero_common.ZeroBackend(
     speed_rank=20,  # data parallel, but every layer's weights are gathered before use
     accepts=Accepts(
         param_offload=("cpu",), optimizer_offload=True, fp16_on_cpu=False, quantized_base=(),
-        quantized_base_why="zero.Init partitions the weights as they load; bitsandbytes layers are not partitioned",
-        adaptive_rank=False, dora=False, fp32_master_copy=True, chunked_loss=False,
-        adaptive_rank_why="ZeRO-3 partitions the gradients, so p.grad is not there for the allocator",
+        quantized_base_why="transformers builds a quantised model outside zero.Init, so every rank would load the "
+        "whole quantised model before DeepSpeed partitions it (4-bit trains on CPU that way with "
+        "bnb_4bit_quant_storage set, measured; qcompile does not plan or emit that load yet)",
+        # DoRA is accepted: peft gathers each weight for its norm (measured)
+        adaptive_rank=False, fp32_master_copy=True, chunked_loss=False,
+        adaptive_rank_why="peft's allocator multiplies each adapter by its full gradient, which fails once "
+        "ZeRO-3 partitions the adapter (it ran on CPU only for adapters below stage3_param_persistence_threshold)",
     ),
     zero_section=zero3_section,
     script_parts=("core", "deepspeed", "zero3_load"),

@@ -77,9 +77,9 @@ def zero_placement(ctx: Context, stage: int) -> tuple[list[DeviceUse], HostUse]:
     layer = ctx.layer_weight_bytes
     working_set = (gathered_elements(options, arch, ranks) if stage == 3 else 0) * ctx.dtype_bytes
     if stage == 2:
-        weights, note = ctx.weight_bytes + ctx.dequant_bytes, "full copy of the frozen weights on every rank"
+        weights, note = ctx.weight_bytes, "full copy of the frozen weights on every rank"
         if ctx.quant is not None:
-            note = f"full {ctx.quant.bits}-bit copy of the frozen weights on every rank, and one dequantised Linear"
+            note = f"full {ctx.quant.bits}-bit copy of the frozen weights on every rank"
     elif offload_params:
         weights, note = working_set, "weights on CPU; gathered layer by layer"
     else:

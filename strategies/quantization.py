@@ -58,8 +58,9 @@ class Quantization(PlainStrategy):
                              f"use backend {' or '.join(able)}, or model.quantization: null" if able
                              else "use model.quantization: null"))
         if spec.strategies.offload.params != "none":
-            out.append(error(PATH, "bitsandbytes layers cannot be offloaded to CPU or disk by accelerate's hooks "
-                             "(their quantisation state stays behind)", "quantization_with_offload",
+            out.append(error(PATH, "transformers does not quantise the layers a device_map sends to CPU or disk "
+                             "(llm_int8_enable_fp32_cpu_offload keeps them in fp32), so offloaded layers would be "
+                             "full precision", "quantization_with_offload",
                              "use strategies.offload.params: none with a quantised base (it is 4x smaller), "
                              "or model.quantization: null"))
         return out

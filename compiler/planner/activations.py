@@ -50,7 +50,11 @@ class StepShape:
     dropout: float = 0.0
     dropout_mask_bytes: int | None = 1  # CUDA keeps a bool mask; CPU one in the input dtype (None)
     dora: bool = False  # DoRA saves two out-sized tensors per module for its magnitude (measured on CPU)
-    int8_inputs: bool = False  # an 8-bit (LLM.int8) Linear saves its input as fp16 when it needs grad
+    # quant (issue 10): an 8-bit Linear keeps its input in ctx, outside checkpointing's hooks, when it needs
+    # grad: CUDA (MatMul8bitLt) an fp16 copy per module; CPU (MatMul8bitFp) the input itself, shared.
+    int8_inputs: bool = False
+    int8_cpu: bool = False
+    dequant_bytes: int = 0  # quant: a 4/8-bit layer's dequantised weight, alive only inside its matmul
     # act: the chunked loss, activation offload and compression (their strategies; effects in saved.py)
     loss_chunk: int | None = None  # tokens per chunk of the chunked loss; None: the standard loss
     fused_loss: bool = False  # CUDA: liger-kernel's fused linear cross-entropy may run instead
@@ -100,6 +104,25 @@ def _weight_copies(arch: Architecture, shape: StepShape, names: tuple[str, ...],
     return sum(shape.compute_bytes * dims[n][0] * dims[n][1] for n in names)
 
 
+def _int8_cpu_kept(shape: StepShape, fan_in: int, grad_in: bool, adapted: frozenset[str]) -> int:
+    """quant: the input an 8-bit Linear keeps on CPU, unless a same-dtype adapter saved that tensor already."""
+    if not (shape.int8_inputs and shape.int8_cpu and grad_in):
+        return 0
+    if adapted and shape.dropout == 0 and shape.adapter_bytes == shape.dtype_bytes:
+        return 0
+    return shape.dtype_bytes * shape.tokens * fan_in
+
+
+def int8_kept_per_layer(arch: Architecture, shape: StepShape) -> int:
+    """quant: what every checkpointed layer's 8-bit Linears keep past the checkpoint (inputs need grad)."""
+    if not shape.int8_inputs:
+        return 0
+    h, q, i, t = arch.hidden_size, arch.q_dim, arch.intermediate_size, shape.tokens
+    if shape.int8_cpu:  # one input per group: norm, attention output, norm, MLP product
+        return shape.dtype_bytes * t * (2 * h + q + i)
+    return 2 * t * (5 * h + q + i)  # an fp16 copy per module: q, k, v, o, gate, up, down
+
+
 def layer_saved_bytes(arch: Architecture, shape: StepShape, index: int, grad_in: bool) -> tuple[int, bool]:
     """Bytes decoder layer `index` saves for backward without checkpointing; and whether its output
     requires grad (given whether its input does)."""
@@ -110,11 +133,12 @@ def layer_saved_bytes(arch: Architecture, shape: StepShape, index: int, grad_in:
     saved = norm if grad_in else 0
 
     dims = arch.linear_modules()
-    int8 = 2 * t if shape.int8_inputs else 0
+    int8 = 2 * t if shape.int8_inputs and not shape.int8_cpu else 0
     shared = False
     grad_qkv = grad_in
     saved += 3 * int8 * h if grad_in else 0
     saved += _weight_copies(arch, shape, ATTENTION_MODULES, grad_in)
+    saved += _int8_cpu_kept(shape, h, grad_in, lora & set(ATTENTION_MODULES))
     for name in ATTENTION_MODULES:
         if name in lora:
             extra, shared = _lora_saved(shape, h, e, shared, grad_in, dims[name][1])
@@ -131,10 +155,12 @@ def layer_saved_bytes(arch: Architecture, shape: StepShape, index: int, grad_in:
         saved += _lora_saved(shape, q, c, shape.attention == "sdpa" and grad_qkv, grad_qkv, h)[0]
     saved += int8 * q if grad_qkv else 0
     saved += _weight_copies(arch, shape, ("o_proj",), grad_qkv)
+    saved += _int8_cpu_kept(shape, q, grad_qkv, lora & {"o_proj"})
     grad_mid = grad_qkv or "o_proj" in lora
     if grad_mid:
         saved += norm + 2 * int8 * h
     saved += _weight_copies(arch, shape, MLP_IN_MODULES, grad_mid)
+    saved += _int8_cpu_kept(shape, h, grad_mid, lora & set(MLP_IN_MODULES))
 
     shared = False
     grad_gate = grad_up = grad_mid
@@ -152,6 +178,7 @@ def layer_saved_bytes(arch: Architecture, shape: StepShape, index: int, grad_in:
         saved += _lora_saved(shape, i, c, False, grad_gate or grad_up, h)[0]
     saved += int8 * i if grad_gate or grad_up else 0
     saved += _weight_copies(arch, shape, ("down_proj",), grad_gate or grad_up)
+    saved += _int8_cpu_kept(shape, i, grad_gate or grad_up, lora & {"down_proj"})
     return saved, grad_mid or grad_gate or grad_up or "down_proj" in lora
 
 
@@ -199,11 +226,12 @@ def step_activations(
         per_layer.append(saved)
     rope = 2 * t * arch.head_dim * e + 24 * t  # cos/sin shared by every layer; token ids and labels
     if shape.checkpointing:
-        kept = len(per_layer) * e * t * arch.hidden_size
+        kept = len(per_layer) * (e * t * arch.hidden_size + int8_kept_per_layer(arch, shape))
         recompute = max(per_layer, default=0) + recompute_transient(arch, shape)
     else:
         kept = sum(per_layer)
         recompute = 0
+    recompute += shape.dequant_bytes if per_layer else 0  # quant: inside a layer, never beside the logits
     head = (4 * t * arch.hidden_size + 4 * t) if (has_head and grad) else 0
     if has_head and grad and shape.autocast_bytes and shape.autocast_bytes != e:  # lm_head's compute-dtype copy
         head += shape.autocast_bytes * arch.vocab_size * arch.hidden_size

@@ -153,12 +153,15 @@ class Context:
 
     @property
     def dequant_bytes(self) -> int:
-        """The dequantised working copy of the largest Linear during its forward or backward."""
+        """The dequantised working copy of the largest Linear during its forward or backward: a transient of
+        the layer phase (StepShape.dequant_bytes), never alive beside the loss's logits (measured:
+        bench/qlora_memory.py). 8-bit on CPU dequantises to the input dtype, on CUDA to fp16."""
         if self.quant is None:
             return 0
         largest = max(i * o for i, o in self.arch.linear_modules().values())
-        compute = DTYPE_BYTES[self.quant.compute_dtype] if self.quant.bits == 4 else 2  # int8 matmul: fp16
-        return largest * compute
+        if self.quant.bits == 4:
+            return largest * DTYPE_BYTES[self.quant.compute_dtype]
+        return largest * (4 if self.spec.hardware.accelerator == "cpu" else 2)
 
     @property
     def targets(self) -> list[str]:
@@ -210,6 +213,8 @@ class Context:
             "dtype_bytes": 4 if self.quant is not None else self.dtype_bytes,
             "dora": s.lora.method == "dora",
             "int8_inputs": self.quant is not None and self.quant.bits == 8,
+            "int8_cpu": s.hardware.accelerator == "cpu",
+            "dequant_bytes": self.dequant_bytes,
             "adapter_bytes": adapter_bytes,
             "r": s.lora.r,
             "targets": frozenset(self.targets),
@@ -232,10 +237,12 @@ class Context:
         file_bytes = arch.num_params() * DTYPE_BYTES[stored]
         runtime = processes * HOST_PER_PROCESS[s.hardware.accelerator]
         if self.quant is not None:
-            layer = arch.layer_params() * DTYPE_BYTES[stored]
-            return file_bytes + processes * 2 * layer + runtime, (
+            # measured (bench/qlora_memory.py --load): the load's peak RSS exceeds what stays after it by
+            # about the largest Linear in the file's dtype; the weights are quantised one at a time
+            largest = max(i * o for i, o in arch.linear_modules().values()) * DTYPE_BYTES[stored]
+            return file_bytes + processes * largest + runtime, (
                 f"{stored} safetensors memory-mapped ({format_bytes(file_bytes)}, shared by the ranks) and "
-                f"quantised to {self.quant.bits} bits one weight at a time (about two layers' transients per rank)"
+                f"quantised to {self.quant.bits} bits one weight at a time (the largest Linear's transient per rank)"
             )
         if s.strategies.low_cpu_mem_usage and stored == s.model.dtype:
             return file_bytes + runtime, (

@@ -115,3 +115,39 @@ def test_zero2_on_a_4bit_base_with_dora(tmp_path, model_dir):
     assert json.loads((out / "adapter_config.json").read_text())["use_dora"] is True
     assert any("lora_magnitude_vector" in key for key in adapter(out))
     assert_adapter_loads_and_changes_outputs(out, model_dir)
+
+
+def test_zero2_on_an_8bit_base(tmp_path, model_dir):
+    _, out = run(tmp_path, "zero2_int8", example="zero2-cpu.yaml", model={"quantization": {"bits": 8}})
+    assert_loss_falls(out)
+    assert_adapter_loads_and_changes_outputs(out, model_dir)
+
+
+def test_zero3_with_dora_magnitudes_are_the_whole_weights_norms(tmp_path, model_dir):
+    """peft gathers each partitioned weight for DoRA's norm: the magnitudes start at the rows' norms (and
+    move by about 2 % in 6 steps; an ungathered, empty weight would give zeros)."""
+    from transformers import AutoModelForCausalLM
+
+    _, out = run(tmp_path, "zero3_dora", example="zero3-cpu.yaml", lora={"method": "dora"})
+    assert_loss_falls(out)
+    weights = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).state_dict()
+    magnitudes = {k: v for k, v in adapter(out).items() if "lora_magnitude_vector" in k}
+    assert len(magnitudes) == 16
+    for key, magnitude in magnitudes.items():
+        module = key.split("base_model.model.")[1].split(".lora_magnitude_vector")[0]
+        torch.testing.assert_close(magnitude, weights[f"{module}.weight"].norm(dim=1), rtol=0.05, atol=0)
+
+
+def test_zero2_offloaded_optimizer_keeps_8bit_states(tmp_path):
+    """ds_config keeps zero_force_ds_cpu_optimizer off, so the Trainer's bitsandbytes AdamW8bit steps the
+    offloaded fp32 partition on the CPU: each rank's saved states are uint8."""
+    _, out = run(tmp_path, "zero2_offload_8bit", example="zero2-cpu.yaml", lora={"r": 64, "alpha": 64},
+                 strategies={"offload": {"optimizer": "cpu", "params": "none"}}, training={"optimizer": "adamw_8bit"})
+    assert_loss_falls(out)
+    files = sorted((out / "checkpoints").glob("checkpoint-6/global_step6/*optim_states.pt"))
+    assert len(files) == 2  # one partition per rank
+    for file in files:
+        saved = torch.load(file, map_location="cpu", weights_only=False)["optimizer_state_dict"]
+        state = saved["base_optimizer_state"]["state"]  # ZeRO's wrapper around the Trainer's optimizer
+        entries = [s.get("__bnb_optimizer_quant_state__", s) for s in state.values()]
+        assert entries and all(s["state1"].dtype == torch.uint8 for s in entries), entries
