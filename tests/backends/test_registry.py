@@ -20,7 +20,17 @@ def test_agrees_with_importlib_metadata_here():
     assert registry._may_have_plugins() or not found
 
 
+def only_the_path_finder(monkeypatch) -> None:
+    """Packages such as importlib_metadata add their own distribution finder once imported (torch's
+    stack does); the quick look rightly defers to importlib.metadata then, so these cases remove it."""
+    from importlib.machinery import PathFinder
+
+    kept = [f for f in sys.meta_path if f is PathFinder or not hasattr(f, "find_distributions")]
+    monkeypatch.setattr(sys, "meta_path", kept)
+
+
 def test_a_distribution_declaring_the_group_is_seen(tmp_path, monkeypatch):
+    only_the_path_finder(monkeypatch)
     dist(tmp_path, "other", "[console_scripts]\nother = other:main\n")
     dist(tmp_path, "no_entry_points", None)
     monkeypatch.setattr(sys, "path", [str(tmp_path)])
@@ -32,6 +42,7 @@ def test_a_distribution_declaring_the_group_is_seen(tmp_path, monkeypatch):
 
 
 def test_what_it_cannot_read_quickly_goes_to_importlib_metadata(tmp_path, monkeypatch):
+    only_the_path_finder(monkeypatch)
     archive = tmp_path / "plugins.zip"
     with zipfile.ZipFile(archive, "w") as zf:
         zf.writestr("relay-1.0.dist-info/entry_points.txt", "[qcompile.backends]\nrelay = relay:BACKEND\n")
