@@ -1,5 +1,6 @@
 """The plugin look-up's quick pre-check: it may only skip importlib.metadata when that would find nothing."""
 
+import importlib
 import sys
 import zipfile
 from importlib.metadata import entry_points
@@ -38,6 +39,7 @@ def test_a_distribution_declaring_the_group_is_seen(tmp_path, monkeypatch):
     assert not entry_points(group=registry.ENTRY_POINT_GROUP)
     dist(tmp_path, "relay", "[qcompile.backends]\nrelay = relay:BACKEND\n")
     assert registry._may_have_plugins() is True
+    importlib.invalidate_caches()  # importlib.metadata caches a folder's listing by its mtime
     assert [e.name for e in entry_points(group=registry.ENTRY_POINT_GROUP)] == ["relay"]
 
 
