@@ -1,6 +1,5 @@
 """The plugin look-up's quick pre-check: it may only skip importlib.metadata when that would find nothing."""
 
-import importlib
 import sys
 import zipfile
 from importlib.metadata import entry_points
@@ -32,14 +31,15 @@ def only_the_path_finder(monkeypatch) -> None:
 
 def test_a_distribution_declaring_the_group_is_seen(tmp_path, monkeypatch):
     only_the_path_finder(monkeypatch)
-    dist(tmp_path, "other", "[console_scripts]\nother = other:main\n")
-    dist(tmp_path, "no_entry_points", None)
-    monkeypatch.setattr(sys, "path", [str(tmp_path)])
+    for site in (tmp_path / "without", tmp_path / "with"):  # two folders: importlib.metadata caches a listing
+        dist(site, "other", "[console_scripts]\nother = other:main\n")
+        dist(site, "no_entry_points", None)
+    dist(tmp_path / "with", "relay", "[qcompile.backends]\nrelay = relay:BACKEND\n")
+    monkeypatch.setattr(sys, "path", [str(tmp_path / "without")])
     assert registry._may_have_plugins() is False
     assert not entry_points(group=registry.ENTRY_POINT_GROUP)
-    dist(tmp_path, "relay", "[qcompile.backends]\nrelay = relay:BACKEND\n")
+    monkeypatch.setattr(sys, "path", [str(tmp_path / "with")])
     assert registry._may_have_plugins() is True
-    importlib.invalidate_caches()  # importlib.metadata caches a folder's listing by its mtime
     assert [e.name for e in entry_points(group=registry.ENTRY_POINT_GROUP)] == ["relay"]
 
 

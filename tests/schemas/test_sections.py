@@ -52,7 +52,7 @@ def test_offload_params_left_null_is_the_backends_choice():
 
 
 def test_each_strategies_key_belongs_to_one_strategy_object():
-    owned = [s.name for s in STRATEGIES if s.section == "strategies"]
+    owned = [name for s in STRATEGIES if s.section == "strategies" for name in s.fields()]
     assert list(StrategiesSpec.model_fields) == owned
     sections = {"model": Spec.model_fields["model"].annotation, "lora": Spec.model_fields["lora"].annotation,
                 "training": Spec.model_fields["training"].annotation, "strategies": StrategiesSpec}
