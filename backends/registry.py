@@ -44,14 +44,21 @@ def _plugin(entry) -> Backend:
     return backend
 
 
+def _searches_sys_path(finder) -> bool:
+    """The stdlib's PathFinder, or the importlib_metadata backport's finder, which replaces it once
+    imported (deepspeed's imports do): both find distributions in sys.path's folders, as read below."""
+    from importlib.machinery import PathFinder
+
+    kind = type(finder)
+    return finder is PathFinder or (kind.__module__ == "importlib_metadata" and kind.__name__ == "MetadataPathFinder")
+
+
 def _may_have_plugins() -> bool:
     """False only when no installed distribution can declare the group, found in ~3 ms by reading the
     entry_points.txt files the way importlib.metadata finds them (importing it and scanning cost ~45 ms
     of a cold `qcompile validate`). Anything this quick look cannot rule out (another distribution
     finder, a zip or egg on sys.path) answers True, and importlib.metadata decides."""
-    from importlib.machinery import PathFinder
-
-    if any(hasattr(f, "find_distributions") and f is not PathFinder for f in sys.meta_path):
+    if any(hasattr(f, "find_distributions") and not _searches_sys_path(f) for f in sys.meta_path):
         return True
     needle = ENTRY_POINT_GROUP.encode()
     for entry in sys.path:

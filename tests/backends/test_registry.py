@@ -21,11 +21,8 @@ def test_agrees_with_importlib_metadata_here():
 
 
 def only_the_path_finder(monkeypatch) -> None:
-    """Packages such as importlib_metadata add their own distribution finder once imported (torch's
-    stack does); the quick look rightly defers to importlib.metadata then, so these cases remove it."""
-    from importlib.machinery import PathFinder
-
-    kept = [f for f in sys.meta_path if f is PathFinder or not hasattr(f, "find_distributions")]
+    """The finders that search sys.path (the stdlib's, or importlib_metadata's once deepspeed imported it)."""
+    kept = [f for f in sys.meta_path if not hasattr(f, "find_distributions") or registry._searches_sys_path(f)]
     monkeypatch.setattr(sys, "meta_path", kept)
 
 
