@@ -240,7 +240,8 @@ def step_activations(
     logits = act_saved.loss_bytes(arch, shape, logits) if has_head else 0
     compressed = act_saved.compressed_layers(arch, shape, layers, grad0, layer_saved_bytes) \
         if shape.compressed_bytes else []
-    kept, head, recompute, host = act_saved.stored(arch, shape, per_layer, compressed, kept, head, recompute)
+    kept, head, recompute, host = act_saved.stored(arch, shape, per_layer, compressed, kept, head, recompute,
+                                                   has_head)
     # -------------------------------------------------------------------------------------------------
     # Peak is either the loss's backward (everything kept plus the logits) or, with checkpointing,
     # the recompute of the last layer after the logits are freed.

@@ -11,8 +11,7 @@ from qcompile.backends.naive_mp import NAIVE_MODEL_PARALLEL
 from qcompile.compiler.planner import resolve_architecture
 from qcompile.compiler.planner.activations import StepShape, step_activations
 from qcompile.compiler.planner.architecture import Architecture
-from qcompile.compiler.planner.plan import plan
-from qcompile.compiler.planner.trace import TraceCase
+from qcompile.compiler.planner.trace import TraceCase, TracedPeak, analytic
 from qcompile.schemas.spec import Spec
 
 ALL_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -50,7 +49,10 @@ def spec_data(case: TraceCase, folder: Path) -> dict:
                  "layers": list(case.layers) if case.layers is not None else None,
                  "dtype": "float32" if case.adapter_dtype == "same" else case.adapter_dtype},
         "strategies": {"gradient_checkpointing": case.checkpointing, "attention": case.attention,
-                       "max_seq_length": case.seq_len, "mixed_precision": case.mixed_precision},
+                       "max_seq_length": case.seq_len, "mixed_precision": case.mixed_precision,
+                       "loss": case.loss, "loss_chunk_size": case.loss_chunk_size,
+                       "activation_offload": case.activation_offload,
+                       "activation_compression": case.activation_compression},
         "backend": NAIVE_MODEL_PARALLEL.kind,
         "data": {"path": "data.jsonl", "format": "text"},
         "training": {"micro_batch_size": case.batch, "max_steps": 1, "output_dir": "out"},
@@ -64,8 +66,14 @@ def spec_for_case(case: TraceCase, folder: Path) -> Spec:
 
 def planned_peak(case: TraceCase, folder: Path) -> int:
     """The plan's tensor bytes for the one device that holds the case's whole model."""
+    return planned(case, folder).device
+
+
+def planned(case: TraceCase, folder: Path) -> TracedPeak:
+    """The plan's figures for what the trace runs: the device's tensor bytes, and the host bytes of
+    offloaded activations (planned as on CUDA: see trace.analytic)."""
     spec = spec_for_case(case, folder)
-    return plan(spec, resolve_architecture(spec, folder), NAIVE_MODEL_PARALLEL).devices[0].tensor_bytes
+    return analytic(spec, resolve_architecture(spec, folder))
 
 
 def same_dtype_adapter_peak(case: TraceCase) -> int:
