@@ -60,27 +60,43 @@ def compressed_layers(arch, shape, layers: range, grad: bool, walk) -> list[int]
     return out
 
 
+def weight_copies(arch, shape, layers: range, grad: bool, walk) -> int:
+    """Autocast's compute-dtype copies of frozen weights the layers keep for backward without checkpointing
+    (`walk` is activations.layer_saved_bytes): the hooks leave them alone, so they stay on the device."""
+    if not shape.frozen_linears_cast or shape.checkpointing:
+        return 0
+    uncast, total = replace(shape, frozen_linears_cast=False), 0
+    for index in layers:
+        saved, after = walk(arch, shape, index, grad)
+        total += saved - walk(arch, uncast, index, grad)[0]
+        grad = after
+    return total
+
+
 def stored(arch, shape, per_layer: list[int], compressed: list[int], kept: int, head: int,
-           recompute: int, has_head: bool) -> tuple[int, int, int, int]:
+           recompute: int, has_head: bool, copies: tuple[int, int]) -> tuple[int, int, int, int]:
     """(kept on the device, head on the device, recompute peak, bytes in host memory) for this device.
-    Offload also moves what the standard loss saves (log-softmax's fp32 output, 4 bytes per token and
-    vocabulary entry; it comes back for the loss's backward, where the device's logits term counts it);
-    the chunked loss saves nothing (it takes its gradients in forward)."""
+    `copies`: autocast's weight copies in the layers (see weight_copies) and lm_head's, which stay on
+    the device. Offload also moves what the standard loss saves (log-softmax's fp32 output, 4 bytes per
+    token and vocabulary entry; it comes back for the loss's backward, where the device's logits term
+    counts it); the chunked loss saves nothing (it takes its gradients in forward)."""
     t, h, e = shape.tokens, arch.hidden_size, shape.dtype_bytes
+    layer_copies, head_copy = copies
     if shape.compressed_bytes is not None:
         if shape.checkpointing:
             kept = len(per_layer) * (shape.compressed_bytes * t * h + SCALE_BYTES * t)
         else:
             kept = sum(compressed)
         if head:  # the final norm's input (its fp32 rsqrt per token is not worth a per-row scale)
-            head = shape.compressed_bytes * t * h + SCALE_BYTES * t + 4 * t
+            head = shape.compressed_bytes * t * h + SCALE_BYTES * t + 4 * t + head_copy
     if not shape.activation_offload:
         return kept, head, recompute, 0
     log_probs = 4 * t * arch.vocab_size if has_head and shape.loss_chunk is None else 0
+    host = kept + head + log_probs - layer_copies - head_copy
     if shape.checkpointing:  # the recompute of one layer and its input brought back
-        return 0, 0, recompute + e * t * h, kept + head + log_probs
+        return 0, head_copy, recompute + e * t * h, host
     back = max(compressed or per_layer, default=0)  # one layer's tensors back on the device in its backward
-    return 0, 0, back, kept + head + log_probs
+    return layer_copies, head_copy, back, host
 
 
 def host_bytes(ctx, backend) -> tuple[int, str]:

@@ -139,3 +139,27 @@ def heldout_grid() -> list[tuple[str, dict]]:
                           f"r{changes['r']} {'all' if k % 3 else 'attn'}{' ckpt' if checkpointing else ''}",
                           dict(changes, checkpointing=checkpointing)))
     return cases
+
+
+# ---------------------------------------------------------------- issue 11's strategies
+# Full-width, two-layer shapes traced with each new strategy (the script's own parts run in the trace),
+# checkpointing off and on: the device peak, and for activation offload the host's bytes too.
+STRATEGY_SHAPES = (
+    ("Qwen1.5-7B bf16/bf16 s1024 all", dict(catalog_shape("Qwen/Qwen1.5-7B", 2), seq_len=1024, r=16,
+                                            target_modules=ALL_MODULES, mixed_precision="bf16")),
+    ("Llama-3-8B bf16/no s2048 attn", dict(catalog_shape("meta-llama/Meta-Llama-3-8B", 2), seq_len=2048, r=8,
+                                           target_modules=ATTENTION)),
+    ("Mistral-7B fp32/bf16 s1024 all", dict(catalog_shape("mistralai/Mistral-7B-v0.1", 2), seq_len=1024, r=8,
+                                            dtype="float32", target_modules=ALL_MODULES, mixed_precision="bf16")),
+)
+STRATEGY_VARIANTS = (
+    ("chunked", dict(loss="chunked")), ("chunked 256", dict(loss="chunked", loss_chunk_size=256)),
+    ("int8", dict(activation_compression="int8")), ("fp8", dict(activation_compression="fp8")),
+    ("offload", dict(activation_offload=True)), ("offload+chunked", dict(activation_offload=True, loss="chunked")),
+)
+
+
+def strategy_grid() -> list[tuple[str, dict]]:
+    """Every shape with every strategy variant, checkpointing off and on."""
+    return [(f"{shape} {variant}{' ckpt' if checkpointing else ''}", dict(s, **v, checkpointing=checkpointing))
+            for shape, s in STRATEGY_SHAPES for variant, v in STRATEGY_VARIANTS for checkpointing in (False, True)]
