@@ -4,7 +4,7 @@ wraps the whole forward, the loss included. Compression stores each tensor the d
 fp8 (e4m3) with one fp32 scale per row of its last dimension; it wraps only the decoder, so the head and
 the loss stay exact. Checkpointing composes: the non-reentrant checkpoint saves each layer's input through
 these hooks and its recompute runs in backward, outside them. Frozen weights (and views of them, and
-autocast's copies, recognised by a parameter's shape) are left alone: they are not activations. A tensor
+autocast's copies, 2-D tensors of a parameter's shape) are left alone: they are not activations. A tensor
 that several ops save (a norm's input, a LoRA input shared by q/k/v) is stored once per forward."""
 
 import weakref
@@ -33,7 +33,10 @@ class SavedTensorHooks:
         if isinstance(t, torch.nn.Parameter) or isinstance(t._base, torch.nn.Parameter):
             return True
         small = t.numel() < SMALLEST or t.dim() == 0 or t.shape[-1] < 16  # a per-row scale would not pay
-        return not t.is_floating_point() or small or tuple(t.shape) in self.weight_shapes
+        # autocast's weight copy: a 2-D tensor of a weight's shape (or a view of one); an activation of the same
+        # shape (tokens x hidden when the sequence is some projection's width) is a view of a 3-D tensor
+        base = t if t._base is None else t._base
+        return not t.is_floating_point() or small or (base.dim() == 2 and tuple(base.shape) in self.weight_shapes)
 
     def pack(self, t):
         if self.keep(t):
