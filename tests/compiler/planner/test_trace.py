@@ -155,3 +155,25 @@ def test_trace_applies_the_strategies_of_a_spec(tmp_path):
     assert plain.host == 0 < traced.host and traced.device < plain.device
     assert abs(predicted.device - traced.device) / traced.device < 0.02, (predicted, traced)
     assert abs(predicted.host - traced.host) / traced.host < 0.02, (predicted, traced)
+
+
+def test_cli_trace_reports_the_offloaded_bytes_and_keeps_json_clean(tmp_path):
+    """The parts log what they do; `plan --trace --json` must still print one JSON document."""
+    import yaml
+    from click.testing import CliRunner
+
+    from qcompile.cli.plan import plan
+
+    from .conftest import EXAMPLE
+
+    case = TraceCase(num_layers=2, hidden_size=128, intermediate_size=384, vocab_size=4096)
+    (tmp_path / "config.json").write_text(json.dumps(case.config_dict()))
+    data = yaml.safe_load(EXAMPLE.read_text())
+    data["model"]["config"] = str(tmp_path / "config.json")
+    data["strategies"].update({"max_seq_length": 256, "loss": "chunked", "loss_chunk_size": 64,
+                               "activation_offload": True})
+    data["lora"]["dropout"] = 0.0
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(data))
+    result = CliRunner().invoke(plan, [str(tmp_path / "spec.yaml"), "--backend", "naive-model-parallel", "--trace",
+                                       "--json"])
+    assert "offloaded to the host: traced" in json.loads(result.output)["trace"], result.output
