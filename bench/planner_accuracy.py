@@ -5,12 +5,15 @@
    FakeTensorMode as the generated script runs the step; each case's error, then the mean and max
    error with and without checkpointing. `--baseline DIR` (a folder holding another checkout as
    `qcompile`, e.g. main) plans the same specs with that code too: the before/after table;
-2. the planner against real CPU-traced steps of tiny models (the test grid);
-3. host RAM at load: peak RSS (and PSS after load) of 1 and 2 ranks each loading a random
+2. issue 11's strategies (chunked loss, int8/fp8 compression, activation offload), checkpointing off
+   and on, on full-width two-layer shapes: the device peak and offload's host bytes against the trace;
+3. the planner against real CPU-traced steps of tiny models (the test grid);
+4. host RAM at load: peak RSS (and PSS after load) of 1 and 2 ranks each loading a random
    safetensors model of a few hundred MB as bfloat16 (memory-mapped, shared) and as float32
    (converted, private), against the planner's host figure for the weights.
 
 Needs the train extra. Run: python bench/planner_accuracy.py [--baseline DIR] [--heldout-only]
+[--strategies-only]
 `--gpu` runs real steps on CUDA instead (bench/gpu_accuracy.py).
 """
 
@@ -114,6 +117,30 @@ def heldout(baseline: Path | None) -> dict[str, float]:
     return errors
 
 
+def strategies() -> dict[str, float]:
+    """Issue 11's strategies (tests/compiler/planner/accuracy_grid.py: strategy_grid): the plan against the
+    fake-mode trace that runs the script's own parts; the device peak, and the host bytes of offload."""
+    from qcompile.compiler.planner.trace import TraceCase, trace_step
+    from tests.compiler.planner.accuracy_grid import planned, strategy_grid
+
+    print("strategies: plan vs traced step (fake tensors, full width, 2 layers; MiB)")
+    print(f"{'case':52s} {'traced':>8s} {'planned':>8s} {'error':>8s} {'host':>7s} {'planned':>8s} {'error':>8s}")
+    errors = {}
+    for name, changes in strategy_grid():
+        case = TraceCase(**changes)
+        with tempfile.TemporaryDirectory() as folder:
+            traced, plan = trace_step(case, fake=True), planned(case, Path(folder))
+        errors[name] = (plan.device - traced.device) / traced.device
+        line = f"{name:52s} {traced.device / MiB:8.0f} {plan.device / MiB:8.0f} {errors[name]:+8.2%}"
+        if traced.host:
+            errors[name + " host"] = (plan.host - traced.host) / traced.host
+            line += f" {traced.host / MiB:7.0f} {plan.host / MiB:8.0f} {errors[name + ' host']:+8.2%}"
+        print(line, flush=True)
+    worst = max(errors, key=lambda n: abs(errors[n]))
+    print(f"worst |error|: {abs(errors[worst]):.2%} ({worst}) over {len(errors)} figures\n")
+    return errors
+
+
 def accuracy_grid() -> float:
     """The test grid (tests/compiler/planner/accuracy_grid.py): `plan()` against traced steps."""
     from qcompile.compiler.planner.trace import TraceCase, trace_step_peak
@@ -175,7 +202,8 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--baseline", type=Path, help="a folder holding another checkout as `qcompile`")
-    parser.add_argument("--heldout-only", action="store_true", help="only the held-out grid")
+    parser.add_argument("--heldout-only", action="store_true", help="only the held-out grid and the strategies")
+    parser.add_argument("--strategies-only", action="store_true", help="only the strategies' traces")
     parser.add_argument("--gpu", action="store_true", help="real steps on CUDA against the plan per backend")
     parser.add_argument("--dry", action="store_true", help="with --gpu: the same code on CPU at tiny width")
     args = parser.parse_args()
@@ -186,7 +214,11 @@ def main() -> None:
 
         run(dry=args.dry)
         return
+    if args.strategies_only:
+        strategies()
+        return
     heldout(args.baseline)
+    strategies()
     if not args.heldout_only:
         accuracy_grid()
         host_at_load()

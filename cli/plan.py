@@ -30,15 +30,20 @@ AUTO_ONLY = ("auto_nothing_accepts", "memory_budget")  # what auto reports when 
 
 def _trace_line(spec, arch) -> str:
     try:
-        from qcompile.compiler.planner.trace import trace_spec_peak  # the train extra: torch, peft
+        from qcompile.compiler.planner.trace import trace_spec  # the train extra: torch, peft
 
-        traced, analytic = trace_spec_peak(spec, arch)
+        traced, analytic = trace_spec(spec, arch)
     except ImportError as exc:
         raise UserError(f"--trace needs the train extra ({exc.name} is not installed)",
                         "pip install -e '.[train]'") from None
-    error = (analytic - traced) / traced
-    return (f"trace (one step, single device, FakeTensorMode): traced {format_bytes(traced)}, "
-            f"analytic {format_bytes(analytic)} ({error:+.1%})")
+    error = (analytic.device - traced.device) / traced.device
+    line = (f"trace (one step, single device, FakeTensorMode): traced {format_bytes(traced.device)}, "
+            f"analytic {format_bytes(analytic.device)} ({error:+.1%})")
+    if traced.host:  # activation offload: what went to host memory
+        error = (analytic.host - traced.host) / traced.host
+        line += (f"; offloaded to the host: traced {format_bytes(traced.host)}, analytic "
+                 f"{format_bytes(analytic.host)} ({error:+.1%})")
+    return line
 
 
 def _write_pictures(path: Path, plans: list) -> None:

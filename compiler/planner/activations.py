@@ -233,14 +233,18 @@ def step_activations(
         recompute = 0
     recompute += shape.dequant_bytes if per_layer else 0  # quant: inside a layer, never beside the logits
     head = (4 * t * arch.hidden_size + 4 * t) if (has_head and grad) else 0
+    head_copy = 0
     if has_head and grad and shape.autocast_bytes and shape.autocast_bytes != e:  # lm_head's compute-dtype copy
-        head += shape.autocast_bytes * arch.vocab_size * arch.hidden_size
+        head_copy = shape.autocast_bytes * arch.vocab_size * arch.hidden_size
+    head += head_copy
     logits = 12 * t * arch.vocab_size if has_head else 0
     # act: chunked loss, activation offload and compression (planner/saved.py) ----------------------
     logits = act_saved.loss_bytes(arch, shape, logits) if has_head else 0
     compressed = act_saved.compressed_layers(arch, shape, layers, grad0, layer_saved_bytes) \
         if shape.compressed_bytes else []
-    kept, head, recompute, host = act_saved.stored(arch, shape, per_layer, compressed, kept, head, recompute)
+    copies = act_saved.weight_copies(arch, shape, layers, grad0, layer_saved_bytes)
+    kept, head, recompute, host = act_saved.stored(arch, shape, per_layer, compressed, kept, head, recompute,
+                                                   has_head, (copies, head_copy))
     # -------------------------------------------------------------------------------------------------
     # Peak is either the loss's backward (everything kept plus the logits) or, with checkpointing,
     # the recompute of the last layer after the logits are freed.

@@ -107,10 +107,13 @@ def memory_context(spec, arch: Architecture) -> Context:
     return Context(spec, arch, step)
 
 
-def plan(spec, arch: Architecture, backend) -> Plan:
-    """The memory plan of `spec` under `backend` (a backend object), with the spec's options for it."""
+def plan(spec, arch: Architecture, backend, step: dict | None = None) -> Plan:
+    """The memory plan of `spec` under `backend` (a backend object), with the spec's options for it.
+    `step`: StepShape fields set over the strategies' (the tracer plans a CPU trace that offloads
+    activations as a CUDA job does)."""
     spec = with_backend(spec, backend.kind)
     ctx = memory_context(spec, arch)
+    ctx.step.update(step or {})
     devices, host = backend.placement(ctx)
     offloaded, why = act_saved.host_bytes(ctx, backend)  # act: activation offload
     if offloaded:

@@ -3,16 +3,19 @@ and logits bytes (strategies/loss.py, activation_offload.py, activation_compress
 calls these from one marked block; this module imports nothing from it, so the walk stays in one place.
 
 - Chunked loss (torch path): one chunk's logits at a time (the same 12 bytes per token and vocabulary
-  entry as the standard loss, for loss_chunk tokens) plus the hidden states' gradient, which each chunk
-  writes as it goes. liger-kernel (CUDA): a chunk of 2**k tokens sized so chunk x vocab ~ tokens x hidden,
-  its logits and their in-place gradient in the compute dtype, plus the hidden states' gradient and an
-  fp32 loss per token. The plan counts the larger, because which runs is decided on the GPU node.
+  entry as the standard loss, for loss_chunk tokens: log-softmax's fp32 output, its gradient and the
+  logits' gradient) beside the hidden states and their gradient, which each chunk writes as it goes
+  (the loss's gradients are taken in its forward, where the hidden states are still alive).
+  liger-kernel (CUDA): a chunk of 2**k tokens sized so chunk x vocab ~ tokens x hidden, its logits and
+  their in-place gradient in the compute dtype, plus the hidden states' gradient and an fp32 loss per
+  token. The plan counts the larger, because which runs is decided on the GPU node.
 - Compression: each saved tensor stored in `compressed_bytes` per element plus one fp32 scale per row
   (a row is one token); the fp32 norm copies are counted at 4 bytes before and 1 after, like the others.
   With checkpointing the compressed tensors are the kept layer inputs; the recompute is full precision.
-- Offload: what compression (or nothing) stored goes to host memory. The device keeps, at its peak, one
-  layer's tensors brought back for backward (or, with checkpointing, the recompute and its input), and the
-  loss's logits (their gradient is made on the device).
+- Offload: what compression (or nothing) stored goes to host memory, the standard loss's log-softmax
+  output included. The device keeps, at its peak, one layer's tensors brought back for backward (or, with
+  checkpointing, the recompute and its input), and the loss's logits (brought back; their gradient is
+  made on the device).
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ def loss_bytes(arch, shape, standard: int) -> int:
     if shape.loss_chunk is None:
         return standard
     t, v, h, e = shape.tokens, arch.vocab_size, arch.hidden_size, shape.dtype_bytes
-    torch_path = 12 * min(shape.loss_chunk, t) * v + e * t * h
+    torch_path = 12 * min(shape.loss_chunk, t) * v + 2 * e * t * h  # the hidden states and their gradient
     if not shape.fused_loss:
         return torch_path
     chunk = min(2 ** math.ceil(math.log2(max(math.ceil(t / math.ceil(v / h)), 1))), t)
@@ -57,23 +60,43 @@ def compressed_layers(arch, shape, layers: range, grad: bool, walk) -> list[int]
     return out
 
 
+def weight_copies(arch, shape, layers: range, grad: bool, walk) -> int:
+    """Autocast's compute-dtype copies of frozen weights the layers keep for backward without checkpointing
+    (`walk` is activations.layer_saved_bytes): the hooks leave them alone, so they stay on the device."""
+    if not shape.frozen_linears_cast or shape.checkpointing:
+        return 0
+    uncast, total = replace(shape, frozen_linears_cast=False), 0
+    for index in layers:
+        saved, after = walk(arch, shape, index, grad)
+        total += saved - walk(arch, uncast, index, grad)[0]
+        grad = after
+    return total
+
+
 def stored(arch, shape, per_layer: list[int], compressed: list[int], kept: int, head: int,
-           recompute: int) -> tuple[int, int, int, int]:
-    """(kept on the device, head on the device, recompute peak, bytes in host memory) for this device."""
+           recompute: int, has_head: bool, copies: tuple[int, int]) -> tuple[int, int, int, int]:
+    """(kept on the device, head on the device, recompute peak, bytes in host memory) for this device.
+    `copies`: autocast's weight copies in the layers (see weight_copies) and lm_head's, which stay on
+    the device. Offload also moves what the standard loss saves (log-softmax's fp32 output, 4 bytes per
+    token and vocabulary entry; it comes back for the loss's backward, where the device's logits term
+    counts it); the chunked loss saves nothing (it takes its gradients in forward)."""
     t, h, e = shape.tokens, arch.hidden_size, shape.dtype_bytes
+    layer_copies, head_copy = copies
     if shape.compressed_bytes is not None:
         if shape.checkpointing:
             kept = len(per_layer) * (shape.compressed_bytes * t * h + SCALE_BYTES * t)
         else:
             kept = sum(compressed)
         if head:  # the final norm's input (its fp32 rsqrt per token is not worth a per-row scale)
-            head = shape.compressed_bytes * t * h + SCALE_BYTES * t + 4 * t
+            head = shape.compressed_bytes * t * h + SCALE_BYTES * t + 4 * t + head_copy
     if not shape.activation_offload:
         return kept, head, recompute, 0
+    log_probs = 4 * t * arch.vocab_size if has_head and shape.loss_chunk is None else 0
+    host = kept + head + log_probs - layer_copies - head_copy
     if shape.checkpointing:  # the recompute of one layer and its input brought back
-        return 0, 0, recompute + e * t * h, kept + head
+        return 0, head_copy, recompute + e * t * h, host
     back = max(compressed or per_layer, default=0)  # one layer's tensors back on the device in its backward
-    return 0, 0, back, kept + head
+    return layer_copies, head_copy, back, host
 
 
 def host_bytes(ctx, backend) -> tuple[int, str]:

@@ -14,6 +14,8 @@ peaks at O(ops x modules); the global peak is all we need, and a storage counter
 
 from __future__ import annotations
 
+import contextlib
+import io
 import weakref
 from dataclasses import dataclass
 
@@ -46,6 +48,11 @@ class TraceCase:
     dtype: str = "bfloat16"
     adapter_dtype: str = "float32"  # peft's default on a bf16 base; "same" = the base dtype (DeepSpeed bf16)
     mixed_precision: str = "no"  # autocast as Trainer runs the forward: "no", "bf16" or "fp16"
+    # issue 11's strategies, applied by the generated script's own parts (templates/script/)
+    loss: str = "standard"  # or "chunked"
+    loss_chunk_size: int = 1024
+    activation_offload: bool = False
+    activation_compression: str = "none"  # or "int8", "fp8"
 
     def config_dict(self) -> dict:
         """A config.json for this shape, as resolve_architecture and transformers both read it."""
@@ -65,12 +72,14 @@ class TraceCase:
 
 
 class _LiveBytes:
-    """Counts bytes of live tensor storages seen by the dispatcher; keeps the global peak."""
+    """Counts bytes of live tensor storages seen by the dispatcher; keeps the global peak. Storages made
+    inside `on_host()` (activation offload's copies) are host memory: counted apart, with their own peak."""
 
     def __init__(self) -> None:
-        self.current = 0
-        self.peak = 0
-        self._seen: dict[int, int] = {}
+        self.current = self.peak = 0
+        self.host_current = self.host_peak = 0
+        self._host = False
+        self._seen: dict[int, tuple[int, bool]] = {}
 
     def add(self, tensor) -> None:
         import torch
@@ -82,13 +91,29 @@ class _LiveBytes:
         if key in self._seen:
             return
         nbytes = storage.nbytes()
-        self._seen[key] = nbytes
-        self.current += nbytes
-        self.peak = max(self.peak, self.current)
+        self._seen[key] = (nbytes, self._host)
+        if self._host:
+            self.host_current += nbytes
+            self.host_peak = max(self.host_peak, self.host_current)
+        else:
+            self.current += nbytes
+            self.peak = max(self.peak, self.current)
         weakref.finalize(storage, self._free, key)
 
     def _free(self, key: int) -> None:
-        self.current -= self._seen.pop(key, 0)
+        nbytes, host = self._seen.pop(key, (0, False))
+        if host:
+            self.host_current -= nbytes
+        else:
+            self.current -= nbytes
+
+    @contextlib.contextmanager
+    def on_host(self):
+        self._host = True
+        try:
+            yield
+        finally:
+            self._host = False
 
 
 def _counting_mode(counter: _LiveBytes):
@@ -105,9 +130,57 @@ def _counting_mode(counter: _LiveBytes):
     return CountingMode()
 
 
-def _build(case: TraceCase, fake_mode=None, device: str = "cpu"):
+def _script_parts():
+    """The generated script's own parts for issue 11's strategies (templates/script/), so that the trace runs
+    their code. Importing a part chains it onto the script's STEPS; nothing here runs those steps, and
+    the chain is undone so that code calling the parts directly sees the plain steps."""
+    from qcompile.templates.script import core
+
+    plain = core.STEPS.add_adapters
+    from qcompile.templates.script import chunked_loss, saved_activations
+
+    core.STEPS.add_adapters = plain
+    return chunked_loss, saved_activations
+
+
+def _traced_hooks(counter: _LiveBytes):
+    """The script's saved-tensor hooks, except where offloaded tensors travel: a CPU has no separate host,
+    so the copy to the host is a copy counted as host memory and the copy back a new "device" tensor, as
+    the pinned copy and its transfer back are on a GPU."""
+    hooks = _script_parts()[1].SavedTensorHooks
+
+    class TracedHooks(hooks):
+        def to_host(self, t):
+            with counter.on_host():
+                return t.clone()
+
+        def to_device(self, t, device):
+            return t.clone()
+
+    return TracedHooks
+
+
+def _with_strategies(case: TraceCase, model, hooks=None):
+    """The peft model as the script's parts leave it: the chunked loss, then the saved-tensor hooks (the
+    order the script chains them in, STRATEGIES order). `hooks`: the hooks class (the script's own if None)."""
+    if case.loss == "standard" and not case.activation_offload and case.activation_compression == "none":
+        return model
+    chunked_loss, saved_activations = _script_parts()
+    cfg = {"strategies": {"loss": case.loss, "loss_chunk_size": case.loss_chunk_size,
+                          "activation_offload": case.activation_offload,
+                          "activation_compression": case.activation_compression}}
+    with contextlib.redirect_stdout(io.StringIO()):  # the parts log what they do; plan --json prints here
+        if case.loss == "chunked":
+            model = chunked_loss.with_chunked_loss(model, cfg)
+        if case.activation_offload or case.activation_compression != "none":
+            model = saved_activations.with_saved_tensor_hooks(model, cfg, hooks or saved_activations.SavedTensorHooks)
+    return model
+
+
+def _build(case: TraceCase, fake_mode=None, device: str = "cpu", hooks=None):
     """The peft model, real on `device`; or, given a FakeTensorMode, built on meta and swapped to fake
-    tensors (modules made under FakeTensorMode cannot be moved or cast, which peft and transformers do)."""
+    tensors (modules made under FakeTensorMode cannot be moved or cast, which peft and transformers do).
+    The spec's strategies are applied last, by the script's parts (`hooks`: see _with_strategies)."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoConfig, AutoModelForCausalLM
@@ -159,13 +232,11 @@ def _build(case: TraceCase, fake_mode=None, device: str = "cpu"):
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False
     model.train()
-    return model
+    return _with_strategies(case, model, hooks)
 
 
 def _autocast(case: TraceCase, device: str):
     """The forward's autocast as Trainer (accelerate) runs it for bf16/fp16; none for "no"."""
-    import contextlib
-
     import torch
 
     if case.mixed_precision == "no":
@@ -177,7 +248,6 @@ def _real_mask_decision(fake: bool):
     """transformers builds an s x s attention mask whenever a fake tensor makes it think it is being
     traced; the real run skips it for sdpa (causal, nothing padded, not packed). Under fake tensors,
     decide as the real run does: only compiling, exporting or jit tracing count as tracing."""
-    import contextlib
     from unittest import mock
 
     if not fake:
@@ -202,10 +272,17 @@ def _step_once(case: TraceCase, model, optimizer, ids, device: str) -> None:
     optimizer.zero_grad(set_to_none=True)
 
 
-def trace_step_peak(case: TraceCase, fake: bool = False) -> int:
-    """Peak allocated tensor bytes during one LoRA training step of `case` (after a warm-up step)."""
-    import contextlib
+@dataclass(frozen=True)
+class TracedPeak:
+    """One traced step's peaks: tensor bytes on the device, and in host memory (activation offload)."""
 
+    device: int
+    host: int = 0
+
+
+def trace_step(case: TraceCase, fake: bool = False) -> TracedPeak:
+    """Peak allocated tensor bytes during one LoRA training step of `case` (after a warm-up step), on the
+    device and, for activation offload, in host memory."""
     import torch
 
     torch.manual_seed(0)
@@ -214,13 +291,13 @@ def trace_step_peak(case: TraceCase, fake: bool = False) -> int:
         from torch._subclasses.fake_tensor import FakeTensorMode
 
         fake_mode = FakeTensorMode(allow_non_fake_inputs=True)
-    model = _build(case, fake_mode)
+    counter = _LiveBytes()
+    model = _build(case, fake_mode, hooks=_traced_hooks(counter) if case.activation_offload else None)
     with fake_mode or contextlib.nullcontext(), _real_mask_decision(fake_mode is not None):
         trainable = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(trainable, lr=1e-4, foreach=False)
         ids = torch.randint(0, case.vocab_size, (case.batch, case.seq_len))
         _step_once(case, model, optimizer, ids, "cpu")  # optimizer states exist from here on
-        counter = _LiveBytes()
         for tensor in [*model.parameters(), *model.buffers(), ids]:
             counter.add(tensor)
         for state in optimizer.state.values():
@@ -228,7 +305,12 @@ def trace_step_peak(case: TraceCase, fake: bool = False) -> int:
                 counter.add(value)
         with _counting_mode(counter):
             _step_once(case, model, optimizer, ids, "cpu")
-        return counter.peak
+        return TracedPeak(counter.peak, counter.host_peak)
+
+
+def trace_step_peak(case: TraceCase, fake: bool = False) -> int:
+    """Peak allocated tensor bytes on the device during one LoRA training step of `case`."""
+    return trace_step(case, fake).device
 
 
 def live_tensor_bytes(counter: _LiveBytes, device: str = "cpu") -> None:
@@ -301,6 +383,10 @@ def case_for_spec(spec, arch) -> TraceCase:
         dtype=spec.model.dtype,
         adapter_dtype=spec.lora.dtype,
         mixed_precision=spec.strategies.mixed_precision,
+        loss=spec.strategies.loss,
+        loss_chunk_size=spec.strategies.loss_chunk_size,
+        activation_offload=spec.strategies.activation_offload,
+        activation_compression=spec.strategies.activation_compression,
     )
 
 
@@ -314,11 +400,35 @@ def single_device_spec(spec):
     return spec.model_copy(update={"hardware": hardware, "training": training, "strategies": strategies})
 
 
+def _traced_step(spec) -> dict:
+    """StepShape fields the trace sets over the CPU plan's: it moves offloaded activations off its "device"
+    as a CUDA job does (on a CPU node the job, and its plan, move nothing)."""
+    return {"activation_offload": True} if spec.strategies.activation_offload else {}
+
+
 def analytic_peak(spec, arch) -> int:
     """The planner's tensor peak for what trace_spec_peak runs: one device holding everything."""
-    return plan(single_device_spec(spec), arch, NAIVE_MODEL_PARALLEL).devices[0].tensor_bytes
+    return plan(single_device_spec(spec), arch, NAIVE_MODEL_PARALLEL, _traced_step(spec)).devices[0].tensor_bytes
+
+
+def analytic(spec, arch) -> TracedPeak:
+    """The planner's figures for what trace_step runs: the device's tensor peak, and the host bytes of
+    offloaded activations."""
+    from . import saved
+    from .plan import memory_context
+
+    one = single_device_spec(spec)
+    ctx = memory_context(one, arch)
+    ctx.step.update(_traced_step(spec))
+    return TracedPeak(analytic_peak(spec, arch), saved.host_bytes(ctx, NAIVE_MODEL_PARALLEL)[0])
+
+
+def trace_spec(spec, arch) -> tuple[TracedPeak, TracedPeak]:
+    """(traced, analytic) peaks of one step of the spec's model shape, under FakeTensorMode."""
+    return trace_step(case_for_spec(spec, arch), fake=True), analytic(spec, arch)
 
 
 def trace_spec_peak(spec, arch) -> tuple[int, int]:
-    """(traced, analytic) peak tensor bytes of one step of the spec's model shape, under FakeTensorMode."""
-    return trace_step_peak(case_for_spec(spec, arch), fake=True), analytic_peak(spec, arch)
+    """(traced, analytic) peak device tensor bytes of one step of the spec's model shape, under FakeTensorMode."""
+    traced, planned = trace_spec(spec, arch)
+    return traced.device, planned.device

@@ -13,6 +13,10 @@ from .core import STEPS, log
 IGNORE_INDEX = -100
 
 
+def unchanged(t):
+    return t
+
+
 class ChunkedLinearCrossEntropy(torch.autograd.Function):
     """sum over tokens of cross_entropy(head(hidden), labels); the head's trainable parameters (if any)
     are inputs too, so their gradients flow. Gradients are taken chunk by chunk in forward and scaled by
@@ -25,10 +29,11 @@ class ChunkedLinearCrossEntropy(torch.autograd.Function):
         grad_params = [torch.zeros_like(p) for p in params]
         for start in range(0, hidden.shape[0], chunk):
             piece = hidden[start:start + chunk].detach().requires_grad_(hidden.requires_grad)
-            with torch.enable_grad():
-                logits = head(piece).float()
-                loss = torch.nn.functional.cross_entropy(logits, labels[start:start + chunk].to(logits.device),
-                                                         ignore_index=IGNORE_INDEX, reduction="sum")
+            # no name holds the fp32 logits (log-softmax keeps only its output); the chunk's own graph keeps its
+            # tensors where they are: its backward runs right here, not after an offload's round trip
+            with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(unchanged, unchanged):
+                loss = torch.nn.functional.cross_entropy(head(piece).float(), labels[start:start + chunk].to(
+                    hidden.device), ignore_index=IGNORE_INDEX, reduction="sum")
             wanted = ([piece] if hidden.requires_grad else []) + list(params)
             if wanted and loss.requires_grad:
                 grads = torch.autograd.grad(loss, wanted, allow_unused=True)
@@ -39,14 +44,17 @@ class ChunkedLinearCrossEntropy(torch.autograd.Function):
                     if g is not None:
                         acc += g
             total += loss.detach().to(total.device)
-            del logits, loss
+            del loss
         ctx.grad_hidden, ctx.grad_params = grad_hidden, grad_params  # not through saved-tensor hooks
         return total
 
     @staticmethod
     def backward(ctx, grad_total):
-        grad_hidden = None if ctx.grad_hidden is None else ctx.grad_hidden * grad_total.to(ctx.grad_hidden.dtype)
-        return (grad_hidden, None, None, None, *(g * grad_total.to(g.dtype) for g in ctx.grad_params))
+        grad_hidden, grad_params = ctx.grad_hidden, ctx.grad_params
+        ctx.grad_hidden, ctx.grad_params = None, []  # freed now, not when the loss (and its graph) is
+        if grad_hidden is not None:
+            grad_hidden = grad_hidden * grad_total.to(grad_hidden.dtype)
+        return (grad_hidden, None, None, None, *(g * grad_total.to(g.dtype) for g in grad_params))
 
 
 def fused_kernel(hidden, head):

@@ -4,7 +4,7 @@ wraps the whole forward, the loss included. Compression stores each tensor the d
 fp8 (e4m3) with one fp32 scale per row of its last dimension; it wraps only the decoder, so the head and
 the loss stay exact. Checkpointing composes: the non-reentrant checkpoint saves each layer's input through
 these hooks and its recompute runs in backward, outside them. Frozen weights (and views of them, and
-autocast's copies, recognised by a parameter's shape) are left alone: they are not activations. A tensor
+autocast's copies, 2-D tensors of a parameter's shape) are left alone: they are not activations. A tensor
 that several ops save (a norm's input, a LoRA input shared by q/k/v) is stored once per forward."""
 
 import weakref
@@ -33,20 +33,23 @@ class SavedTensorHooks:
         if isinstance(t, torch.nn.Parameter) or isinstance(t._base, torch.nn.Parameter):
             return True
         small = t.numel() < SMALLEST or t.dim() == 0 or t.shape[-1] < 16  # a per-row scale would not pay
-        return not t.is_floating_point() or small or tuple(t.shape) in self.weight_shapes
+        # autocast's weight copy: a 2-D tensor of a weight's shape (or a view of one); an activation of the same
+        # shape (tokens x hidden when the sequence is some projection's width) is a view of a 3-D tensor
+        base = t if t._base is None else t._base
+        return not t.is_floating_point() or small or (base.dim() == 2 and tuple(base.shape) in self.weight_shapes)
 
     def pack(self, t):
         if self.keep(t):
             return t
         storage = t.untyped_storage()  # one Python object per live storage: its weak reference dies with it
-        key = (storage.data_ptr(), t.storage_offset(), tuple(t.shape), t.stride(), t.dtype, t._version)
+        key = (id(storage), t.storage_offset(), tuple(t.shape), t.stride(), t.dtype, t._version)
         earlier = self.seen.get(key)
         if earlier is not None and earlier[0]() is storage:
             return earlier[1]
         self.packed += 1
         stored = compress(t, self.compression) if self.compression else (t,)
         if self.offload:
-            stored = tuple(to_host(s) for s in stored)
+            stored = tuple(self.to_host(s) for s in stored)
         packed = (t.device, t.dtype, stored)
         self.seen[key] = (weakref.ref(storage), packed)
         return packed
@@ -55,8 +58,16 @@ class SavedTensorHooks:
         if isinstance(packed, torch.Tensor):
             return packed
         device, dtype, stored = packed
-        stored = tuple(s.to(device, non_blocking=True) for s in stored)
+        stored = tuple(self.to_device(s, device) for s in stored)
         return decompress(stored, dtype) if self.compression else stored[0]
+
+    # Where offloaded tensors travel; qcompile's tracer (compiler/planner/trace.py) replaces these two to tell a
+    # CPU trace's host copies from its "device" tensors.
+    def to_host(self, t):
+        return to_host(t)
+
+    def to_device(self, t, device):
+        return t.to(device, non_blocking=True)
 
     def context(self):
         return torch.autograd.graph.saved_tensors_hooks(self.pack, self.unpack)
@@ -99,14 +110,15 @@ def wrap_forward(module, hooks: SavedTensorHooks) -> None:
     module.forward = forward
 
 
-def with_saved_tensor_hooks(model, cfg: dict):
+def with_saved_tensor_hooks(model, cfg: dict, hooks=SavedTensorHooks):
+    """The model with the spec's hooks around its forward (offload) and its decoder's (compression)."""
     strategies = cfg["strategies"]
     compression = None if strategies["activation_compression"] == "none" else strategies["activation_compression"]
     offload = strategies["activation_offload"]  # on a CPU node the copies are the tensors themselves
     if offload:
-        wrap_forward(model, SavedTensorHooks(model, None, True))
+        wrap_forward(model, hooks(model, None, True))
     if compression:
-        wrap_forward(model.get_base_model().model, SavedTensorHooks(model, compression, offload))
+        wrap_forward(model.get_base_model().model, hooks(model, compression, offload))
     log(f"saved activations: compression {compression or 'none'}, offload {'on' if offload else 'off'}")
     return model
 

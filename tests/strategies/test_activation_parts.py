@@ -106,6 +106,16 @@ def test_compression_stores_fewer_bytes(model_dir):
     assert hooks.pack(weight) is weight and hooks.pack(weight.t()) is not None
 
 
+def test_an_activation_shaped_like_a_weight_is_stored_and_a_weight_copy_is_not():
+    """Autocast's copy of a frozen weight stays as it is; tokens x hidden saved as a 2-D view of the 3-D
+    activation is compressed even when the sequence length equals a projection's width."""
+    hooks = saved_activations.SavedTensorHooks(torch.nn.Linear(128, 64), "int8", False)
+    copy_ = torch.randn(64, 128).to(torch.bfloat16)
+    assert hooks.pack(copy_) is copy_ and hooks.pack(copy_.t()) is not None and hooks.keep(copy_.t())
+    activation = torch.randn(1, 64, 128).view(64, 128)
+    assert not hooks.keep(activation) and hooks.pack(activation)[2][0].dtype == torch.int8
+
+
 @pytest.mark.parametrize("checkpointing", [False, True])
 def test_the_plan_counts_the_bytes_compression_stores(checkpointing):
     """Every tensor the hooks store in one real step (codes and scales, each stored tensor once) against

@@ -11,8 +11,7 @@ from qcompile.backends.naive_mp import NAIVE_MODEL_PARALLEL
 from qcompile.compiler.planner import resolve_architecture
 from qcompile.compiler.planner.activations import StepShape, step_activations
 from qcompile.compiler.planner.architecture import Architecture
-from qcompile.compiler.planner.plan import plan
-from qcompile.compiler.planner.trace import TraceCase
+from qcompile.compiler.planner.trace import TraceCase, TracedPeak, analytic
 from qcompile.schemas.spec import Spec
 
 ALL_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -50,7 +49,10 @@ def spec_data(case: TraceCase, folder: Path) -> dict:
                  "layers": list(case.layers) if case.layers is not None else None,
                  "dtype": "float32" if case.adapter_dtype == "same" else case.adapter_dtype},
         "strategies": {"gradient_checkpointing": case.checkpointing, "attention": case.attention,
-                       "max_seq_length": case.seq_len, "mixed_precision": case.mixed_precision},
+                       "max_seq_length": case.seq_len, "mixed_precision": case.mixed_precision,
+                       "loss": case.loss, "loss_chunk_size": case.loss_chunk_size,
+                       "activation_offload": case.activation_offload,
+                       "activation_compression": case.activation_compression},
         "backend": NAIVE_MODEL_PARALLEL.kind,
         "data": {"path": "data.jsonl", "format": "text"},
         "training": {"micro_batch_size": case.batch, "max_steps": 1, "output_dir": "out"},
@@ -64,8 +66,14 @@ def spec_for_case(case: TraceCase, folder: Path) -> Spec:
 
 def planned_peak(case: TraceCase, folder: Path) -> int:
     """The plan's tensor bytes for the one device that holds the case's whole model."""
+    return planned(case, folder).device
+
+
+def planned(case: TraceCase, folder: Path) -> TracedPeak:
+    """The plan's figures for what the trace runs: the device's tensor bytes, and the host bytes of
+    offloaded activations (planned as on CUDA: see trace.analytic)."""
     spec = spec_for_case(case, folder)
-    return plan(spec, resolve_architecture(spec, folder), NAIVE_MODEL_PARALLEL).devices[0].tensor_bytes
+    return analytic(spec, resolve_architecture(spec, folder))
 
 
 def same_dtype_adapter_peak(case: TraceCase) -> int:
@@ -131,3 +139,27 @@ def heldout_grid() -> list[tuple[str, dict]]:
                           f"r{changes['r']} {'all' if k % 3 else 'attn'}{' ckpt' if checkpointing else ''}",
                           dict(changes, checkpointing=checkpointing)))
     return cases
+
+
+# ---------------------------------------------------------------- issue 11's strategies
+# Full-width, two-layer shapes traced with each new strategy (the script's own parts run in the trace),
+# checkpointing off and on: the device peak, and for activation offload the host's bytes too.
+STRATEGY_SHAPES = (
+    ("Qwen1.5-7B bf16/bf16 s1024 all", dict(catalog_shape("Qwen/Qwen1.5-7B", 2), seq_len=1024, r=16,
+                                            target_modules=ALL_MODULES, mixed_precision="bf16")),
+    ("Llama-3-8B bf16/no s2048 attn", dict(catalog_shape("meta-llama/Meta-Llama-3-8B", 2), seq_len=2048, r=8,
+                                           target_modules=ATTENTION)),
+    ("Mistral-7B fp32/bf16 s1024 all", dict(catalog_shape("mistralai/Mistral-7B-v0.1", 2), seq_len=1024, r=8,
+                                            dtype="float32", target_modules=ALL_MODULES, mixed_precision="bf16")),
+)
+STRATEGY_VARIANTS = (
+    ("chunked", dict(loss="chunked")), ("chunked 256", dict(loss="chunked", loss_chunk_size=256)),
+    ("int8", dict(activation_compression="int8")), ("fp8", dict(activation_compression="fp8")),
+    ("offload", dict(activation_offload=True)), ("offload+chunked", dict(activation_offload=True, loss="chunked")),
+)
+
+
+def strategy_grid() -> list[tuple[str, dict]]:
+    """Every shape with every strategy variant, checkpointing off and on."""
+    return [(f"{shape} {variant}{' ckpt' if checkpointing else ''}", dict(s, **v, checkpointing=checkpointing))
+            for shape, s in STRATEGY_SHAPES for variant, v in STRATEGY_VARIANTS for checkpointing in (False, True)]
