@@ -117,12 +117,6 @@ def test_zero2_on_a_4bit_base_with_dora(tmp_path, model_dir):
     assert_adapter_loads_and_changes_outputs(out, model_dir)
 
 
-def test_zero2_on_an_8bit_base(tmp_path, model_dir):
-    _, out = run(tmp_path, "zero2_int8", example="zero2-cpu.yaml", model={"quantization": {"bits": 8}})
-    assert_loss_falls(out)
-    assert_adapter_loads_and_changes_outputs(out, model_dir)
-
-
 def test_zero3_with_dora_magnitudes_are_the_whole_weights_norms(tmp_path, model_dir):
     """peft gathers each partitioned weight for DoRA's norm: the magnitudes start at the rows' norms (and
     move by about 2 % in 6 steps; an ungathered, empty weight would give zeros)."""
@@ -138,12 +132,15 @@ def test_zero3_with_dora_magnitudes_are_the_whole_weights_norms(tmp_path, model_
         torch.testing.assert_close(magnitude, weights[f"{module}.weight"].norm(dim=1), rtol=0.05, atol=0)
 
 
-def test_zero2_offloaded_optimizer_keeps_8bit_states(tmp_path):
-    """ds_config keeps zero_force_ds_cpu_optimizer off, so the Trainer's bitsandbytes AdamW8bit steps the
-    offloaded fp32 partition on the CPU: each rank's saved states are uint8."""
-    _, out = run(tmp_path, "zero2_offload_8bit", example="zero2-cpu.yaml", lora={"r": 64, "alpha": 64},
-                 strategies={"offload": {"optimizer": "cpu", "params": "none"}}, training={"optimizer": "adamw_8bit"})
+def test_zero2_on_an_8bit_base_with_an_offloaded_8bit_optimizer(tmp_path, model_dir):
+    """An 8-bit base trains under ZeRO-2; ds_config keeps zero_force_ds_cpu_optimizer off, so the Trainer's
+    bitsandbytes AdamW8bit steps the offloaded fp32 partition on the CPU: each rank's saved states are uint8.
+    (One run for both: each is a 2-rank DeepSpeed launch.)"""
+    _, out = run(tmp_path, "zero2_int8_offload_8bit", example="zero2-cpu.yaml", model={"quantization": {"bits": 8}},
+                 lora={"r": 64, "alpha": 64}, strategies={"offload": {"optimizer": "cpu", "params": "none"}},
+                 training={"optimizer": "adamw_8bit"})
     assert_loss_falls(out)
+    assert_adapter_loads_and_changes_outputs(out, model_dir)
     files = sorted((out / "checkpoints").glob("checkpoint-6/global_step6/*optim_states.pt"))
     assert len(files) == 2  # one partition per rank
     for file in files:

@@ -1,5 +1,6 @@
-"""A real run's reports (TensorBoard event files, summary.json against the plan, loss.svg) and a real
-preflight that leaves the user's folders exactly as they were."""
+"""A real run's reports (TensorBoard event files, summary.json against the plan, loss.svg) and its export
+(`qcompile export`: merged logits equal base + adapter), and a real preflight that leaves the user's
+folders exactly as they were."""
 
 import hashlib
 import importlib.util
@@ -75,6 +76,33 @@ def test_a_run_leaves_event_files_a_summary_against_the_plan_and_loss_svg(tmp_pa
     assert circles["loss"] == [(r["step"], r["loss"]) for r in steps]
     assert circles["eval_loss"] == [(r["step"], r["eval_loss"]) for r in evals]
     assert f"loss curve: {out / 'loss.svg'}" in result.output
+    exports_and_matches(spec, out, model_dir, tmp_path)
+
+
+def exports_and_matches(spec, run, model_dir, tmp_path):
+    """`qcompile export` of this real run's adapter: in memory and shard by shard to the same bytes, and the
+    merged model's logits are base + adapter's (checked on the run above to spare another launch)."""
+    torch = pytest.importorskip("torch")
+    from peft import PeftModel
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    memory = CliRunner().invoke(cli, ["export", str(spec)])
+    assert memory.exit_code == 0, memory.output
+    shards = CliRunner().invoke(cli, ["export", str(spec), "--mode", "shards", "-o", str(tmp_path / "shards")])
+    assert shards.exit_code == 0, shards.output
+    merged = load_file(run / "merged" / "model.safetensors")
+    by_shard = load_file(tmp_path / "shards" / "model.safetensors")
+    assert merged.keys() == by_shard.keys() and all(torch.equal(v, by_shard[k]) for k, v in merged.items())
+
+    ids = torch.randint(0, 1000, (2, 32), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+        plain = base(ids).logits
+        expected = PeftModel.from_pretrained(base, run)(ids).logits
+        got = AutoModelForCausalLM.from_pretrained(run / "merged", dtype=torch.float32)(ids).logits
+    assert (expected - plain).abs().max() > 1e-2  # the run moved the adapter: the comparison can fail
+    assert torch.allclose(got, expected, atol=1e-5, rtol=0)
 
 
 def tree(folder):
