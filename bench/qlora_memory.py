@@ -118,7 +118,7 @@ def _status(key: str) -> int:
     return 0
 
 
-def _storages(tensors) -> dict[int, int]:
+def storages(tensors) -> dict[int, int]:
     """Distinct storages behind `tensors` and their bitsandbytes state: {data_ptr: bytes}."""
     import torch
 
@@ -223,7 +223,7 @@ def measure_step(model_dir: str, step, changes: dict) -> dict:
     if method == "adalora":
         allocator = model.base_model.rankallocator
         live += [t for scores in (allocator.ipt, allocator.exp_avg_ipt, allocator.exp_avg_unc) for t in scores.values()]
-    before = sum(_storages(live).values())
+    before = sum(storages(live).values())
     rss = _status("VmRSS:")
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")  # reset the peak-RSS mark
@@ -274,7 +274,7 @@ def load_worker(model_dir: str, quant: dict) -> dict:
     peak, after = _status("VmHWM:"), _status("VmRSS:")
     cached = _cached_bytes(file)  # all of it is host RAM now (pages still mapped from the warm-up included)
     mapped = _status("RssFile:") - mapped
-    kept = sum(_storages([*model.parameters(), *model.buffers()]).values())
+    kept = sum(storages([*model.parameters(), *model.buffers()]).values())
     return {"load_rise": peak - rss - mapped + cached, "rss_rise": peak - rss, "cached": cached, "mapped": mapped,
             "transient": peak - after, "weights": kept}
 

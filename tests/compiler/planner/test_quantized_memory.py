@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.qlora_memory import storages
 from qcompile.backends import get_backend
 from qcompile.compiler.planner.memory import optimizer_state_bytes
 from qcompile.compiler.planner.plan import memory_context
@@ -21,20 +22,8 @@ def tiny_ctx(**changes):
 
 
 def storage_bytes(tensors) -> int:
-    """Bytes of the distinct storages behind `tensors` and their bitsandbytes state."""
-    import torch
-
-    seen = {}
-    for tensor in tensors:
-        extra = [getattr(tensor, name, None) for name in ("SCB", "CB")]
-        state = getattr(tensor, "quant_state", None)
-        if state is not None:
-            extra += [state.absmax, state.code, state.offset]
-            extra += [state.state2.absmax, state.state2.code] if state.nested else []
-        for t in (tensor, *extra):
-            if torch.is_tensor(t):
-                seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-    return sum(seen.values())
+    """Bytes of the distinct storages behind `tensors` and their bitsandbytes state (the bench's count)."""
+    return sum(storages(tensors).values())
 
 
 def load_quantized(model_dir: Path, quant: dict, checkpointing: bool = True):
